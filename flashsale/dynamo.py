@@ -1,0 +1,38 @@
+"""DynamoDB attribute-value conversion for the low-level client.
+
+The low-level client is used (not the resource API) because ``TransactWriteItems`` and
+``BatchGetItem`` are the calls that matter here, and they take typed attribute values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain values to a DynamoDB item (ints stay ints)."""
+    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item to plain values; whole numbers come back as ``int``."""
+    out: dict[str, Any] = {}
+    for key, value in item.items():
+        plain = _deserializer.deserialize(value)
+        if isinstance(plain, Decimal) and plain == plain.to_integral_value():
+            plain = int(plain)
+        out[key] = plain
+    return out
+
+
+def cancellation_codes(error: Any) -> list[str]:
+    """The per-item reason codes of a cancelled transaction (``None`` for items that passed)."""
+    reasons = error.response.get("CancellationReasons", [])
+    return [str(reason.get("Code", "None")) for reason in reasons]

@@ -1,0 +1,83 @@
+"""Message schemas: what crosses a queue is validated on both sides.
+
+A purchase request is validated at the intake (clear error, never enqueued) and again by the
+worker (a message that fails validation there was not produced by our intake: it is rejected
+and reaches the dead-letter queue through the redrive policy, where it can be inspected).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# Identifiers are printable and short: they become DynamoDB keys and SQS dedup ids.
+Identifier = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
+                           pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
+
+_ORDER_NAMESPACE = uuid.UUID("5b0f3d4e-8e0f-4b55-9d6e-2a4f1f3c9a10")
+
+
+class OrderStatus(StrEnum):
+    """Final states of a purchase request (the saga adds more after CONFIRMED)."""
+
+    CONFIRMED = "confirmed"
+    SOLD_OUT = "sold_out"
+    REJECTED = "rejected"
+
+
+class PurchaseRequest(BaseModel):
+    """What a buyer sends. ``request_id`` makes retries and double clicks safe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier
+    buyer_id: Identifier
+    quantity: int = Field(ge=1, le=100)
+    request_id: Identifier
+
+    @property
+    def order_id(self) -> str:
+        """Deterministic per (buyer, request id): the same request can only ever be one order.
+
+        Scoped by buyer, as payment providers scope idempotency keys per account, so two
+        buyers who happen to pick the same request id do not collide.
+        """
+        return str(uuid.uuid5(_ORDER_NAMESPACE, f"{self.buyer_id}\x00{self.request_id}"))
+
+
+class AcceptedRequest(BaseModel):
+    """A request the intake accepted: ``accepted_seq`` orders buyers first come, first served."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_id: str = Field(min_length=36, max_length=36)
+    buyer_id: Identifier
+    request_id: Identifier
+    quantity: int = Field(ge=1, le=100)
+    accepted_seq: int = Field(ge=0)
+    accepted_at_ms: int = Field(ge=0)
+
+
+class PurchaseBatch(BaseModel):
+    """Requests for one event, in acceptance order, carried by one SQS message.
+
+    One message and one DynamoDB transaction per batch is what lets a single FIFO message
+    group (one hot event, strictly ordered) keep up with a spike.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier
+    requests: list[AcceptedRequest] = Field(min_length=1, max_length=90)
+
+    @property
+    def batch_id(self) -> str:
+        """Deterministic, so a resent batch is deduplicated by the FIFO queue."""
+        digest = hashlib.sha256("\n".join(r.order_id for r in self.requests).encode())
+        return digest.hexdigest()[:64]

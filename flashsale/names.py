@@ -1,0 +1,123 @@
+"""One source for every name shared by the Pulumi program and the application.
+
+Queue roles, table names, key attributes and stack-output keys live here so that the
+infrastructure (``infra/``) and the code that uses it (``tasks/``, ``outbox/``, ``saga/``)
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+PROJECT = "flashsale"
+
+
+class QueueRole(StrEnum):
+    """A work queue, named for the work on it; each has a dead-letter queue of the same type."""
+
+    PURCHASES = "purchases"
+    PAYMENTS = "payments"
+    NOTIFICATIONS = "notifications"
+
+    @property
+    def fifo(self) -> bool:
+        """Purchases need first-come-first-served order per event; the rest do not."""
+        return self is QueueRole.PURCHASES
+
+    @property
+    def celery_queue(self) -> str:
+        """The queue name Celery routes to; kombu treats names ending in ``.fifo`` as FIFO."""
+        return f"{self.value}.fifo" if self.fifo else self.value
+
+    def physical_name(self, stack: str, *, dlq: bool = False) -> str:
+        """The SQS queue name for a stack; a FIFO queue's name must end in ``.fifo``."""
+        base = f"{PROJECT}-{stack}-{self.value}" + ("-dlq" if dlq else "")
+        return f"{base}.fifo" if self.fifo else base
+
+
+class Table(StrEnum):
+    """DynamoDB tables."""
+
+    INVENTORY = "inventory"
+    ORDERS = "orders"
+    IDEMPOTENCY = "idempotency"
+    OUTBOX = "outbox"
+    SAGAS = "sagas"
+
+    def physical_name(self, stack: str) -> str:
+        return f"{PROJECT}-{stack}-{self.value}"
+
+
+# Key schema and attributes, by table. Components and adapters both import these.
+INVENTORY_PK = "event_id"
+ORDERS_PK = "order_id"
+ORDERS_BY_EVENT_INDEX = "by_event"  # hash event_id, range accepted_seq: the sale's ledger
+IDEMPOTENCY_PK = "id"
+OUTBOX_PK = "aggregate_id"
+OUTBOX_SK = "sequence"
+OUTBOX_PENDING_INDEX = "pending"  # sparse: only records not yet dispatched carry pending_shard
+SAGAS_PK = "saga_id"
+TTL_ATTRIBUTE = "expires_at"
+
+# Secondary-index key attributes (DynamoDB type in the comment). A shard attribute holds an
+# integer in 0..n-1 so a sparse index's writes spread over n partitions; removing the attribute
+# drops the item out of the index.
+ORDERS_EVENT_ID = "event_id"  # S
+ORDERS_ACCEPTED_SEQ = "accepted_seq"  # N
+OUTBOX_PENDING_SHARD = "pending_shard"  # N
+OUTBOX_CREATED_AT = "created_at"  # S, ISO-8601 UTC so it sorts by time
+SAGAS_ACTIVE_INDEX = "active"  # sparse: only sagas still running carry active_shard
+SAGAS_ACTIVE_SHARD = "active_shard"  # N
+SAGAS_DEADLINE = "deadline"  # N, epoch seconds after which the sweeper takes the saga over
+
+# Alarm-action topic and IAM roles.
+ALARM_TOPIC = "alarms"
+WORKER_ROLE = "worker"
+RELAY_ROLE = "relay"
+# The only CloudWatch namespace the relay may put metrics in.
+METRICS_NAMESPACE = "Flashsale"
+
+
+class Output:
+    """Stack-output keys (the names ``pulumi stack output --json`` prints)."""
+
+    ALARM_TOPIC_ARN = "alarm_topic_arn"
+    WORKER_ROLE_ARN = "worker_role_arn"
+    RELAY_ROLE_ARN = "relay_role_arn"
+    REGION = "region"
+    OUTBOX_STREAM_ARN = "outbox_stream_arn"
+    SENDER_EMAIL = "sender_email"
+
+    @staticmethod
+    def queue_url(role: QueueRole) -> str:
+        return f"{role.value}_queue_url"
+
+    @staticmethod
+    def queue_arn(role: QueueRole) -> str:
+        return f"{role.value}_queue_arn"
+
+    @staticmethod
+    def dlq_url(role: QueueRole) -> str:
+        return f"{role.value}_dlq_url"
+
+    @staticmethod
+    def dlq_arn(role: QueueRole) -> str:
+        return f"{role.value}_dlq_arn"
+
+    @staticmethod
+    def table_name(table: Table) -> str:
+        return f"{table.value}_table"
+
+    @staticmethod
+    def table_arn(table: Table) -> str:
+        return f"{table.value}_table_arn"
+
+
+# Hard time limit of each queue's task, in seconds. Celery enforces it; the Pulumi program
+# derives the queue's visibility timeout from it, so a message never reappears while its
+# task may still be running.
+TASK_TIME_LIMIT_SECONDS: dict[QueueRole, int] = {
+    QueueRole.PURCHASES: 30,
+    QueueRole.PAYMENTS: 60,
+    QueueRole.NOTIFICATIONS: 30,
+}

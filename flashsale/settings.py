@@ -1,0 +1,88 @@
+"""One settings object per process.
+
+Queue URLs and table names come from the stack outputs (``.stack/outputs.json`` for the local
+stack, or ``pulumi stack output --json > outputs.json`` for AWS); any of them can be overridden
+by an environment variable ``FLASHSALE_<KEY>``. AWS credentials, region and endpoints are not
+settings of ours: boto3 reads them from its standard configuration (``AWS_PROFILE``,
+``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL_SQS``, ...), so the same code runs against the
+emulators and against AWS.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from flashsale.names import Output, QueueRole, Table
+
+OUTPUTS_FILE_ENV = "FLASHSALE_OUTPUTS_FILE"
+DEFAULT_OUTPUTS_FILE = Path(".stack/outputs.json")
+
+
+def outputs_file() -> Path:
+    """Where the stack outputs are read from (env ``FLASHSALE_OUTPUTS_FILE``)."""
+    return Path(os.environ.get(OUTPUTS_FILE_ENV, DEFAULT_OUTPUTS_FILE))
+
+
+class Settings(BaseSettings):
+    """Stack outputs the application needs, plus its own tunables."""
+
+    model_config = SettingsConfigDict(env_prefix="FLASHSALE_", extra="ignore", frozen=True)
+
+    purchases_queue_url: str
+    purchases_dlq_url: str
+    payments_queue_url: str
+    payments_dlq_url: str
+    notifications_queue_url: str
+    notifications_dlq_url: str
+    inventory_table: str
+    orders_table: str
+    idempotency_table: str
+    outbox_table: str
+    sagas_table: str
+    alarm_topic_arn: str = ""
+
+    # Requests per purchase message: one SQS message and one DynamoDB transaction carry
+    # this many buyers, which is what lets one FIFO message group (one hot event) keep up.
+    purchase_batch_size: int = Field(default=40, ge=1, le=90)
+    # Longest a buyer may wait in the intake's buffer before their batch is flushed.
+    intake_linger_ms: int = Field(default=20, ge=0, le=1000)
+    max_tickets_per_request: int = Field(default=8, ge=1, le=100)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the outputs file, which wins over defaults.
+        outputs = JsonConfigSettingsSource(settings_cls, json_file=outputs_file())
+        return init_settings, env_settings, outputs
+
+    def queue_url(self, role: QueueRole) -> str:
+        return str(getattr(self, Output.queue_url(role)))
+
+    def dlq_url(self, role: QueueRole) -> str:
+        return str(getattr(self, Output.dlq_url(role)))
+
+    def table(self, table: Table) -> str:
+        return str(getattr(self, Output.table_name(table)))
+
+
+@cache
+def get_settings(**overrides: Any) -> Settings:
+    """The process's settings, read once."""
+    return Settings(**overrides)

@@ -1,0 +1,177 @@
+"""Seat allocation: one batch of requests, one DynamoDB transaction, no oversell.
+
+Why it holds under any concurrency or redelivery:
+
+* the seat counter is updated with a condition on the value we read (``sold = :read``) and on
+  capacity, so two writers cannot both spend the same seats — the loser re-reads and retries;
+* each order is put with ``attribute_not_exists``, in the same transaction, so a request id
+  can never become two orders, and a redelivered batch changes nothing;
+* requests are decided in the batch's order (the intake's acceptance order), and batches of
+  one event arrive one at a time from the FIFO queue: first come, first served.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from flashsale.dynamo import cancellation_codes, from_item, to_item
+from flashsale.messages import AcceptedRequest, OrderStatus, PurchaseBatch
+from flashsale.names import INVENTORY_PK, ORDERS_PK
+from tasks.exceptions import ConcurrentAllocation
+
+# Codes for which a cancelled transaction is worth re-reading and retrying.
+_RETRYABLE_CANCELLATIONS = {"ConditionalCheckFailed", "TransactionConflict"}
+
+
+@dataclass
+class Decision:
+    request: AcceptedRequest
+    status: OrderStatus
+    reason: str = ""
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did; ``duplicates`` had been decided before (retry or redelivery)."""
+
+    event_id: str
+    decisions: list[Decision] = field(default_factory=list)
+    duplicates: int = 0
+
+    def count(self, status: OrderStatus) -> int:
+        return sum(1 for d in self.decisions if d.status is status)
+
+    def summary(self) -> dict[str, int]:
+        counts = {status.value: self.count(status) for status in OrderStatus}
+        return counts | {"duplicates": self.duplicates}
+
+
+def decide(
+    requests: Iterable[AcceptedRequest],
+    inventory: dict[str, Any] | None,
+    max_per_request: int,
+) -> list[Decision]:
+    """Decide each request in order against the seats left; pure, so it is unit-tested."""
+    if inventory is None:
+        return [Decision(r, OrderStatus.REJECTED, "unknown event") for r in requests]
+    remaining = int(inventory["capacity"]) - int(inventory["sold"])
+    decisions = []
+    for request in requests:
+        if request.quantity > max_per_request:
+            decisions.append(
+                Decision(request, OrderStatus.REJECTED, f"more than {max_per_request} tickets")
+            )
+        elif request.quantity <= remaining:
+            remaining -= request.quantity
+            decisions.append(Decision(request, OrderStatus.CONFIRMED))
+        else:
+            decisions.append(Decision(request, OrderStatus.SOLD_OUT))
+    return decisions
+
+
+class SeatAllocator:
+    """Allocates seats for purchase batches against the inventory and orders tables."""
+
+    def __init__(
+        self, dynamodb: Any, *, inventory_table: str, orders_table: str, max_per_request: int
+    ) -> None:
+        self._ddb = dynamodb
+        self._inventory = inventory_table
+        self._orders = orders_table
+        self._max_per_request = max_per_request
+
+    @retry(
+        retry=retry_if_exception_type(ConcurrentAllocation),
+        wait=wait_random_exponential(multiplier=0.01, max=0.5),
+        stop=stop_after_attempt(20),
+        reraise=True,
+    )
+    def allocate(self, batch: PurchaseBatch) -> BatchOutcome:
+        """Decide every new request of the batch; raises ConcurrentAllocation if contended."""
+        inventory, decided = self._read(batch)
+        fresh = [r for r in batch.requests if r.order_id not in decided]
+        outcome = BatchOutcome(batch.event_id, duplicates=len(batch.requests) - len(fresh))
+        if not fresh:
+            return outcome
+        outcome.decisions = decide(fresh, inventory, self._max_per_request)
+        self._write(batch.event_id, inventory, outcome.decisions)
+        return outcome
+
+    def _read(self, batch: PurchaseBatch) -> tuple[dict[str, Any] | None, set[str]]:
+        """The event's inventory and the batch's already-decided order ids, in one call."""
+        keys = {
+            self._inventory: {"Keys": [{INVENTORY_PK: {"S": batch.event_id}}],
+                              "ConsistentRead": True},
+            self._orders: {
+                "Keys": [{ORDERS_PK: {"S": r.order_id}} for r in batch.requests],
+                "ConsistentRead": True,
+                "ProjectionExpression": ORDERS_PK,
+            },
+        }
+        found: dict[str, list[dict[str, Any]]] = {self._inventory: [], self._orders: []}
+        while keys:
+            response = self._ddb.batch_get_item(RequestItems=keys)
+            for table, items in response.get("Responses", {}).items():
+                found[table].extend(from_item(item) for item in items)
+            keys = response.get("UnprocessedKeys") or {}
+        inventory = found[self._inventory][0] if found[self._inventory] else None
+        return inventory, {item[ORDERS_PK] for item in found[self._orders]}
+
+    def _write(
+        self, event_id: str, inventory: dict[str, Any] | None, decisions: list[Decision]
+    ) -> None:
+        now_ms = int(time.time() * 1000)
+        items: list[dict[str, Any]] = [
+            {"Put": {
+                "TableName": self._orders,
+                "Item": to_item({
+                    ORDERS_PK: d.request.order_id,
+                    "event_id": event_id,
+                    "buyer_id": d.request.buyer_id,
+                    "request_id": d.request.request_id,
+                    "quantity": d.request.quantity,
+                    "status": d.status.value,
+                    "reason": d.reason or None,
+                    "accepted_seq": d.request.accepted_seq,
+                    "accepted_at_ms": d.request.accepted_at_ms,
+                    "decided_at_ms": now_ms,
+                }),
+                "ConditionExpression": f"attribute_not_exists({ORDERS_PK})",
+            }}
+            for d in decisions
+        ]
+        if inventory is not None:
+            # Always guard the counter we decided against: sold-out decisions rely on it too.
+            seats = sum(d.request.quantity for d in decisions if d.status is OrderStatus.CONFIRMED)
+            guard = {
+                "TableName": self._inventory,
+                "Key": {INVENTORY_PK: {"S": event_id}},
+                "ConditionExpression": "#sold = :read",
+                "ExpressionAttributeNames": {"#sold": "sold"},
+                "ExpressionAttributeValues": {":read": {"N": str(inventory["sold"])}},
+            }
+            if seats:
+                guard["UpdateExpression"] = "SET #sold = #sold + :seats"
+                guard["ConditionExpression"] = "#sold = :read AND #capacity >= :after"
+                guard["ExpressionAttributeNames"] |= {"#capacity": "capacity"}
+                guard["ExpressionAttributeValues"] |= {
+                    ":seats": {"N": str(seats)},
+                    ":after": {"N": str(int(inventory["sold"]) + seats)},
+                }
+                items.append({"Update": guard})
+            else:
+                items.append({"ConditionCheck": guard})
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            if set(cancellation_codes(exc)) & _RETRYABLE_CANCELLATIONS:
+                raise ConcurrentAllocation(event_id) from exc
+            raise

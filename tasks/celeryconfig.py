@@ -1,0 +1,64 @@
+"""Celery settings for the SQS broker.
+
+Pulumi owns the queues: the worker only uses the predefined ones and never creates or
+reconfigures a queue. Failures reach the dead-letter queue through each queue's redrive policy,
+which needs late acks and no ack on failure (the message stays in SQS and is received again
+until ``maxReceiveCount``). Results are not stored: state lives in DynamoDB.
+"""
+
+from __future__ import annotations
+
+from flashsale.names import TASK_TIME_LIMIT_SECONDS, QueueRole
+from flashsale.settings import get_settings
+
+_settings = get_settings()
+
+# A rejected (failed) message becomes visible again after this many seconds, by receive
+# count, instead of after the full visibility timeout: a poison message reaches the DLQ in
+# seconds, a transient failure gets a short pause. kombu applies it on reject.
+REJECT_BACKOFF_SECONDS = {1: 1, 2: 2, 3: 4, 4: 8}
+
+TASK_QUEUES: dict[str, QueueRole] = {
+    "tasks.purchase.allocate": QueueRole.PURCHASES,
+}
+
+broker_url = "sqs://"
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "predefined_queues": {
+        role.celery_queue: {
+            "url": _settings.queue_url(role),
+            "backoff_policy": REJECT_BACKOFF_SECONDS,
+            "backoff_tasks": [name for name, r in TASK_QUEUES.items() if r is role],
+        }
+        for role in QueueRole
+    },
+    # Long polling: an idle worker waits in ReceiveMessage, it does not sleep and re-poll.
+    "wait_time_seconds": 10,
+    "polling_interval": 0,
+    # Needed for the reject backoff above and for FIFO diagnostics.
+    "fetch_message_attributes": ["ApproximateReceiveCount", "SequenceNumber"],
+}
+
+task_default_queue = QueueRole.PURCHASES.celery_queue
+task_routes = {name: {"queue": role.celery_queue} for name, role in TASK_QUEUES.items()}
+task_create_missing_queues = False
+
+task_acks_late = True
+task_acks_on_failure_or_timeout = False
+task_reject_on_worker_lost = False
+task_ignore_result = True
+result_backend = None
+task_serializer = "json"
+accept_content = ["json"]
+
+# One message at a time per worker process: a FIFO group is then handled strictly in order
+# (SQS hands out a group's next message only once the previous one is deleted).
+worker_prefetch_multiplier = 1
+worker_consumer = "tasks.consumer:DeadLetteringConsumer"
+worker_hijack_root_logger = False
+worker_send_task_events = False
+task_send_sent_event = False
+
+task_time_limit = TASK_TIME_LIMIT_SECONDS[QueueRole.PURCHASES]
+task_soft_time_limit = task_time_limit - 5

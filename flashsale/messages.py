@@ -43,12 +43,13 @@ class PurchaseRequest(BaseModel):
 
     @property
     def order_id(self) -> str:
-        """Deterministic per (buyer, request id): the same request can only ever be one order.
+        """Deterministic per (event, buyer, request id): one request is only ever one order.
 
-        Scoped by buyer, as payment providers scope idempotency keys per account, so two
-        buyers who happen to pick the same request id do not collide.
+        Scoped by buyer and event, as payment providers scope idempotency keys per account, so
+        two buyers who happen to pick the same request id do not collide.
         """
-        return str(uuid.uuid5(_ORDER_NAMESPACE, f"{self.buyer_id}\x00{self.request_id}"))
+        key = f"{self.event_id}\x00{self.buyer_id}\x00{self.request_id}"
+        return str(uuid.uuid5(_ORDER_NAMESPACE, key))
 
 
 class AcceptedRequest(BaseModel):

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # Longest a buyer may wait in the intake's buffer before their batch is flushed.
     intake_linger_ms: int = Field(default=20, ge=0, le=1000)
     max_tickets_per_request: int = Field(default=8, ge=1, le=100)
+    # Long-poll wait of the workers' ReceiveMessage. 20 s on AWS (fewest empty receives); the
+    # local stack sets 1 s because LocalStack's FIFO long poll does not wake up when a message
+    # group is released by a delete, which idles a hot group for the rest of the wait.
+    sqs_wait_time_seconds: int = Field(default=20, ge=0, le=20)
 
     @classmethod
     def settings_customise_sources(

@@ -95,7 +95,11 @@ class SeatAllocator:
     def allocate(self, batch: PurchaseBatch) -> BatchOutcome:
         """Decide every new request of the batch; raises ConcurrentAllocation if contended."""
         inventory, decided = self._read(batch)
-        fresh = [r for r in batch.requests if r.order_id not in decided]
+        fresh = []
+        for request in batch.requests:  # a request repeated within the batch counts once
+            if request.order_id not in decided:
+                decided.add(request.order_id)
+                fresh.append(request)
         outcome = BatchOutcome(batch.event_id, duplicates=len(batch.requests) - len(fresh))
         if not fresh:
             return outcome
@@ -109,7 +113,8 @@ class SeatAllocator:
             self._inventory: {"Keys": [{INVENTORY_PK: {"S": batch.event_id}}],
                               "ConsistentRead": True},
             self._orders: {
-                "Keys": [{ORDERS_PK: {"S": r.order_id}} for r in batch.requests],
+                "Keys": [{ORDERS_PK: {"S": order_id}}
+                         for order_id in dict.fromkeys(r.order_id for r in batch.requests)],
                 "ConsistentRead": True,
                 "ProjectionExpression": ORDERS_PK,
             },

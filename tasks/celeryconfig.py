@@ -34,7 +34,7 @@ broker_transport_options = {
         for role in QueueRole
     },
     # Long polling: an idle worker waits in ReceiveMessage, it does not sleep and re-poll.
-    "wait_time_seconds": 10,
+    "wait_time_seconds": _settings.sqs_wait_time_seconds,
     "polling_interval": 0,
     # Needed for the reject backoff above and for FIFO diagnostics.
     "fetch_message_attributes": ["ApproximateReceiveCount", "SequenceNumber"],
@@ -52,9 +52,10 @@ result_backend = None
 task_serializer = "json"
 accept_content = ["json"]
 
-# One message at a time per worker process: a FIFO group is then handled strictly in order
-# (SQS hands out a group's next message only once the previous one is deleted).
-worker_prefetch_multiplier = 1
+# Purchase workers run with concurrency 1: the messages of one FIFO group that a receive
+# returns (up to 10, in order) then run one after the other, and SQS hands no message of that
+# group to any other worker while they are in flight — strict order per event.
+worker_prefetch_multiplier = 10
 worker_consumer = "tasks.consumer:DeadLetteringConsumer"
 worker_hijack_root_logger = False
 worker_send_task_events = False

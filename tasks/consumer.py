@@ -1,24 +1,81 @@
-"""A worker consumer that never deletes a message it cannot decode.
+"""A worker consumer that leaves every message it cannot run to the redrive policy.
 
-Celery's default acknowledges (deletes) an undecodable message so that it does not loop; on
-SQS the redrive policy already ends the loop, so the message is left in the queue and
-reaches the DLQ after ``maxReceiveCount`` receives, where an operator can inspect it.
+Celery deletes an undecodable message so that it does not loop, and leaves an unknown one
+invisible for the queue's whole visibility timeout. On SQS the redrive policy already ends the
+loop, so here each such message is left in the queue, made visible again after the same short
+backoff as a failed task, and reaches the DLQ after ``maxReceiveCount`` receives — where an
+operator can inspect and redrive it — instead of vanishing or waiting minutes.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+import structlog
+from celery import bootsteps
 from celery.worker.consumer import Consumer
 
-logger = logging.getLogger(__name__)
+from flashsale import aws
+from tasks.celeryconfig import REJECT_BACKOFF_SECONDS
+
+log = structlog.get_logger(__name__)
+
+
+def release_soon(message: Any) -> None:
+    """Make a rejected SQS message visible again after the backoff for its receive count."""
+    info = message.delivery_info or {}
+    sqs_message, queue_url = info.get("sqs_message"), info.get("sqs_queue")
+    if not sqs_message or not queue_url:
+        return
+    receives = int(sqs_message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+    delay = REJECT_BACKOFF_SECONDS.get(receives, max(REJECT_BACKOFF_SECONDS.values()))
+    aws.client("sqs").change_message_visibility(
+        QueueUrl=queue_url, ReceiptHandle=sqs_message["ReceiptHandle"], VisibilityTimeout=delay
+    )
+    log.warning("consumer.message_rejected", message_id=sqs_message.get("MessageId"),
+                receives=receives, visible_in_s=delay)
 
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        logger.error(
-            "consumer.undecodable_message",
-            extra={"error": repr(exc), "content_type": message.content_type},
-        )
+        log.error("consumer.undecodable_message", error=repr(exc))
         message.reject(requeue=False)
+        release_soon(message)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        super().on_unknown_message(body, message)
+        release_soon(message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        super().on_unknown_task(body, message, exc)
+        release_soon(message)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        super().on_invalid_task(body, message, exc)
+        release_soon(message)
+
+
+class HubTicker(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Wake the worker's event loop every few milliseconds.
+
+    kombu's hub polls with a 1 s timeout whenever no timer is due, even if a callback was just
+    queued with ``call_soon`` — and the SQS transport schedules its next ReceiveMessage that
+    way. On a busy FIFO group that idles the worker ~1 s after every batch of messages (seen
+    here: 10 tasks per 2 s). A short repeating timer bounds the poll timeout instead.
+    """
+
+    requires = {"celery.worker.components:Hub"}
+    interval_s = 0.01
+
+    def start(self, worker: Any) -> None:
+        if worker.hub is not None:
+            self._timer = worker.hub.call_repeatedly(self.interval_s, _noop)
+
+    def stop(self, worker: Any) -> None:
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            timer.cancel()
+
+
+def _noop() -> None:
+    """The ticker's timer does nothing: waking the loop is the point."""

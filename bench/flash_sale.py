@@ -1,0 +1,286 @@
+"""A contested flash sale on the local stack: the demo, and the benchmark against a baseline.
+
+``python -m bench.flash_sale demo``  — 20,000 buyers (some clicking twice, a few sending
+garbage) for 5,000 seats, several worker processes, a progress bar and a closing table.
+
+``python -m bench.flash_sale bench`` — the same sale as a benchmark, then a baseline with
+Celery's default settings and one request per message, in the same invocation; figures and
+ratios go to ``bench/results/flash_sale.json``.
+
+Both start the local stack if needed, start real ``celery -A tasks worker`` processes and stop
+what they started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench.ledger import Ledger, read_ledger
+from bench.poison import count_dead_letters, poison_bodies, send_poison
+from bench.report import comparison_table, sale_table
+from bench.stats import CallCounter
+from flashsale import aws
+from flashsale.messages import PurchaseBatch
+from flashsale.names import QueueRole
+from flashsale.settings import OUTPUTS_FILE_ENV, get_settings
+from infra.local import up
+from infra.local.fleet import Fleet
+from tasks.intake import Accepted, Intake, parse_request
+from tasks.inventory import create_event, event_orders, get_inventory
+from tasks.loadgen import Burst, fire, requests
+
+RESULTS = Path("bench/results/flash_sale.json")
+BASELINE_CONFIG = "bench.celery_defaults"
+
+
+@dataclass(frozen=True)
+class SaleSpec:
+    requests: int = 20_000
+    seats: int = 5_000
+    duplicates: int = 1_000
+    malformed: int = 20
+    poison: int = 5
+    workers: int = 4
+    seed: int = 7
+    baseline: bool = False  # Celery defaults, task.apply_async, one request per message
+    timeout_s: float = 900.0
+
+
+@dataclass
+class SaleResult:
+    spec: SaleSpec
+    event_id: str
+    sent: int
+    accepted: int
+    duplicates: int
+    invalid: int
+    sqs_messages: int
+    dead_lettered: int
+    ledger: Ledger
+    duration_s: float
+    aws_calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        """Accepted requests with no decision: must be 0."""
+        return self.accepted - self.ledger.decided
+
+    def figures(self) -> dict[str, Any]:
+        calls = sum(self.aws_calls.values())
+        return {
+            "requests": self.sent,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+            "seats": self.spec.seats,
+            "sold": self.ledger.sold_counter,
+            "confirmed": self.ledger.confirmed,
+            "sold_out": self.ledger.sold_out,
+            "rejected": self.ledger.rejected,
+            "dead_lettered": self.dead_lettered,
+            "lost": self.lost,
+            "oversold": self.ledger.oversold,
+            "fcfs_inversions": self.ledger.fcfs_inversions,
+            "duration_s": round(self.duration_s, 3),
+            "throughput_rps": round(self.accepted / self.duration_s, 1) if self.duration_s else 0,
+            "p50_latency_ms": self.ledger.p50_latency_ms,
+            "p99_latency_ms": self.ledger.p99_latency_ms,
+            "sqs_messages": self.sqs_messages,
+            "aws_calls": self.aws_calls,
+            "aws_calls_per_request": round(calls / self.accepted, 4) if self.accepted else 0,
+            "workers": self.spec.workers,
+        }
+
+
+def _enqueue_baseline(burst_requests: list[dict[str, Any]], burst: Burst) -> int:
+    """The textbook way: validate, then one ``apply_async`` (one SendMessage) per request."""
+    from tasks.purchase import allocate  # the Celery app is only needed for this path
+
+    sent = 0
+    for seq, raw in enumerate(burst_requests):
+        burst.sent += 1
+        try:
+            request = parse_request(raw)
+        except ValueError:
+            burst.invalid += 1
+            continue
+        if request.order_id in burst.accepted:
+            burst.duplicates += 1
+        batch = PurchaseBatch.model_validate({"event_id": request.event_id, "requests": [{
+            "order_id": request.order_id, "buyer_id": request.buyer_id,
+            "request_id": request.request_id, "quantity": request.quantity,
+            "accepted_seq": seq, "accepted_at_ms": int(time.time() * 1000)}]})
+        allocate.apply_async(kwargs={"batch": batch.model_dump(mode="json")},
+                             queue=QueueRole.PURCHASES.celery_queue,
+                             MessageGroupId=request.event_id,
+                             MessageDeduplicationId=f"{request.order_id}-{seq}")
+        burst.accepted.setdefault(request.order_id, Accepted(request.order_id, request.event_id, seq))
+        sent += 1
+    return sent
+
+
+def _wait_for_decisions(
+    spec: SaleSpec, event_id: str, expected: int, run_id: str, progress: Progress
+) -> tuple[Ledger, int]:
+    """Poll until every accepted request is decided and every poison message dead-lettered."""
+    settings, ddb, sqs = get_settings(), aws.client("dynamodb"), aws.client("sqs")
+    task = progress.add_task("seats decided", total=expected)
+    deadline = time.monotonic() + spec.timeout_s
+    ledger = None
+    while time.monotonic() < deadline:
+        depth = sqs.get_queue_attributes(
+            QueueUrl=settings.purchases_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        if sum(int(v) for v in depth.values()) == 0:
+            orders = event_orders(ddb, settings.orders_table, event_id)
+            progress.update(task, completed=len(orders))
+            if len(orders) >= expected:
+                inventory = get_inventory(ddb, settings.inventory_table, event_id) or {}
+                ledger = read_ledger(inventory, orders)
+                break
+        time.sleep(0.5)
+    if ledger is None:
+        orders = event_orders(ddb, settings.orders_table, event_id)
+        inventory = get_inventory(ddb, settings.inventory_table, event_id) or {}
+        ledger = read_ledger(inventory, orders)
+    dead = count_dead_letters(sqs, settings.purchases_dlq_url, run_id)
+    while dead < spec.poison and time.monotonic() < deadline:
+        time.sleep(1)
+        dead = count_dead_letters(sqs, settings.purchases_dlq_url, run_id)
+    return ledger, dead
+
+
+def run_sale(spec: SaleSpec, fleet: Fleet, console: Console) -> SaleResult:
+    """Run one sale end to end with real workers; returns exact counts from the tables."""
+    settings, ddb, sqs = get_settings(), aws.client("dynamodb"), aws.client("sqs")
+    run_id = uuid.uuid4().hex[:10]
+    event_id = f"sale-{run_id}"
+    create_event(ddb, settings.inventory_table, event_id, spec.seats)
+    for n in range(spec.workers):
+        fleet.start_worker(f"purchase-{run_id}-{n}", [QueueRole.PURCHASES.celery_queue],
+                           concurrency=2 if spec.baseline else 1,
+                           config_module=BASELINE_CONFIG if spec.baseline else None)
+    burst_requests = list(requests(event_id, spec.requests, duplicates=spec.duplicates,
+                                   malformed=spec.malformed, seed=spec.seed))
+    counter = CallCounter.from_environment()
+    counter.reset()
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        started = time.time()
+        if spec.baseline:
+            burst = Burst()
+            messages = _enqueue_baseline(burst_requests, burst)
+        else:
+            intake = Intake(sqs, settings.purchases_queue_url,
+                            batch_size=settings.purchase_batch_size,
+                            linger_ms=settings.intake_linger_ms,
+                            max_per_request=settings.max_tickets_per_request)
+            burst = fire(intake, burst_requests, progress)
+            intake.close()
+            messages = intake.messages_sent
+        send_poison(sqs, settings.purchases_queue_url,
+                    poison_bodies(run_id, spec.poison, QueueRole.PURCHASES.celery_queue),
+                    fifo=True)
+        ledger, dead = _wait_for_decisions(spec, event_id, len(burst.accepted), run_id, progress)
+    calls = counter.read()
+    fleet.stop_all()
+    duration = max(ledger.last_decided_ms / 1000 - started, 1e-3)
+    return SaleResult(spec, event_id, burst.sent, len(burst.accepted), burst.duplicates,
+                      burst.invalid, messages, dead, ledger, duration, calls)
+
+
+def _fleet(stack_env: dict[str, str]) -> Fleet:
+    return Fleet(stack_env, Path(os.environ.get("FLASHSALE_STACK_DIR", ".stack")) / "logs")
+
+
+def demo(args: argparse.Namespace, console: Console) -> int:
+    spec = SaleSpec(requests=args.requests, seats=args.seats, workers=args.workers,
+                    duplicates=args.requests // 20, malformed=20, poison=5)
+    fleet = _fleet(_stack(console))
+    try:
+        result = run_sale(spec, fleet, console)
+    finally:
+        fleet.stop_all()
+    console.print(sale_table(result.figures(), title=f"Flash sale {result.event_id}"))
+    return 0 if result.ledger.oversold == 0 and result.ledger.fcfs_inversions == 0 else 1
+
+
+def bench(args: argparse.Namespace, console: Console) -> int:
+    tuned_spec = SaleSpec(requests=args.requests, seats=args.seats, workers=args.workers,
+                          duplicates=args.requests // 20, malformed=20, poison=0)
+    base_spec = SaleSpec(requests=args.baseline_requests, seats=args.baseline_requests // 4,
+                         workers=1, duplicates=args.baseline_requests // 20, malformed=20,
+                         poison=0, baseline=True)
+    fleet = _fleet(_stack(console))
+    try:
+        console.rule("flashsale (batched intake, batched allocation)")
+        tuned = run_sale(tuned_spec, fleet, console)
+        console.rule("baseline (Celery defaults, one request per message)")
+        base = run_sale(base_spec, fleet, console)
+    finally:
+        fleet.stop_all()
+    tuned_fig, base_fig = tuned.figures(), base.figures()
+    ratios = {
+        "throughput": round(tuned_fig["throughput_rps"] / max(base_fig["throughput_rps"], 1e-9),
+                            2),
+        "aws_calls_per_request": round(base_fig["aws_calls_per_request"]
+                                       / max(tuned_fig["aws_calls_per_request"], 1e-9), 2),
+    }
+    document = {"flashsale": tuned_fig, "baseline": base_fig, "ratio": ratios,
+                "spec": {"flashsale": asdict(tuned_spec), "baseline": asdict(base_spec)},
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    console.print(comparison_table(tuned_fig, base_fig, ratios))
+    console.print(f"written to {RESULTS}")
+    return 0 if tuned_fig["oversold"] == 0 and tuned_fig["lost"] == 0 else 1
+
+
+def _stack(console: Console) -> dict[str, str]:
+    """Start (or reuse) the local stack and point this process's AWS clients at it.
+
+    With ``FLASHSALE_OUTPUTS_FILE`` already set, the sale runs against that stack instead
+    (another local stack, or AWS with ``pulumi stack output --json`` written to a file).
+    """
+    if OUTPUTS_FILE_ENV in os.environ:
+        return {}
+    with console.status("starting the local stack (the first run installs LocalStack)"):
+        environment = up()
+    os.environ.update(environment)
+    get_settings.cache_clear()
+    return environment
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a contested flash sale on the local stack.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("demo", "bench"):
+        command = sub.add_parser(name)
+        command.add_argument("--requests", type=int, default=20_000)
+        command.add_argument("--seats", type=int, default=5_000)
+        command.add_argument("--workers", type=int, default=4)
+        if name == "bench":
+            command.add_argument("--baseline-requests", type=int, default=2_000)
+    args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the workers this run started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    console = Console()
+    return demo(args, console) if args.command == "demo" else bench(args, console)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

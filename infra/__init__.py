@@ -1,0 +1,1 @@
+"""Infrastructure: the Pulumi program (``components/``) and the local AWS stack (``local/``)."""

@@ -1,0 +1,91 @@
+"""IAM: ECS task roles, only the calls each process makes, only on its own resources."""
+
+from __future__ import annotations
+
+import json
+
+from mocked_stack import QUEUE, ROLE, ROLE_POLICY, TABLE, ProgramRun
+
+from flashsale.names import METRICS_NAMESPACE, PROJECT, RELAY_ROLE, WORKER_ROLE, Output, Table
+
+WORKER_ACTIONS = {
+    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage",
+    "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
+    "dynamodb:BatchGetItem", "dynamodb:TransactWriteItems", "dynamodb:ConditionCheckItem",
+    "ses:SendEmail", "sns:Publish",
+}  # fmt: skip
+RELAY_ACTIONS = {
+    "dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeStream",
+    "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams",
+    "sqs:SendMessage", "sqs:GetQueueAttributes", "cloudwatch:PutMetricData",
+}  # fmt: skip
+
+
+def statements(run: ProgramRun, role: str) -> list[dict]:
+    name = f"{PROJECT}-{run.stack}-{role}"
+    (policy,) = run.find(ROLE_POLICY, lambda d: d.inputs["role"] == name)
+    return json.loads(policy.inputs["policy"])["Statement"]
+
+
+def allowed(run: ProgramRun, role: str) -> list[dict]:
+    return [s for s in statements(run, role) if s["Effect"] == "Allow"]
+
+
+def own_resources(run: ProgramRun, role: str) -> set[str]:
+    """The ARNs each role may name: the worker all queues and tables, the relay far fewer."""
+    queues = {q.state["arn"] for q in run.of_type(QUEUE) if "redrivePolicy" in q.inputs}
+    outbox = run.named(TABLE, Table.OUTBOX.physical_name(run.stack))
+    outbox_index = f"{outbox.state['arn']}/index/pending"
+    if role == RELAY_ROLE:
+        return queues | {outbox.state["arn"], outbox_index, outbox.state["streamArn"]}
+    tables = {t.state["arn"] for t in run.of_type(TABLE)}
+    indexes = {
+        f"{t.state['arn']}/index/{i['name']}"
+        for t in run.of_type(TABLE)
+        for i in t.inputs.get("globalSecondaryIndexes", [])
+    }
+    dlqs = {q.state["arn"] for q in run.of_type(QUEUE)} - queues
+    sender = f"arn:aws:ses:us-east-1:123456789012:{run.outputs[Output.SENDER_EMAIL]}"
+    return queues | dlqs | tables | indexes | {sender}
+
+
+def test_roles__are_assumed_only_by_ecs_tasks(run: ProgramRun) -> None:
+    for role in run.of_type(ROLE):
+        (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+        assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}, role.name
+        assert statement["Action"] == "sts:AssumeRole", role.name
+
+
+def test_roles__allow_only_the_calls_their_process_makes(run: ProgramRun) -> None:
+    for role, expected in ((WORKER_ROLE, WORKER_ACTIONS), (RELAY_ROLE, RELAY_ACTIONS)):
+        actions = {a for s in allowed(run, role) for a in s["Action"]}
+        assert actions == expected, f"role {role}: extra {actions - expected}"
+
+
+def test_roles__name_no_wildcard_resource_but_the_two_aws_forces(run: ProgramRun) -> None:
+    for role in (WORKER_ROLE, RELAY_ROLE):
+        for statement in allowed(run, role):
+            wildcards = [r for r in statement["Resource"] if "*" in r]
+            if not wildcards:
+                continue
+            sid = statement["Sid"]
+            if statement["Action"] == ["cloudwatch:PutMetricData"]:
+                namespace = statement["Condition"]["StringEquals"]["cloudwatch:namespace"]
+                assert namespace == METRICS_NAMESPACE, f"role {role}: {sid}"
+            elif statement["Action"] == ["sns:Publish"]:  # SMS to a phone number: no ARN exists
+                deny = {
+                    "Effect": "Deny",
+                    "Action": ["sns:Publish"],
+                    "Resource": ["arn:aws:sns:*:*:*"],
+                }
+                assert any(deny.items() <= s.items() for s in statements(run, role)), sid
+            else:
+                raise AssertionError(f"role {role}: statement {sid} allows {wildcards}")
+
+
+def test_roles__touch_only_their_own_resources(run: ProgramRun) -> None:
+    for role in (WORKER_ROLE, RELAY_ROLE):
+        named = {r for s in allowed(run, role) for r in s["Resource"] if r != "*"}
+        foreign = named - own_resources(run, role)
+        assert not foreign, f"role {role} reaches resources not its own: {sorted(foreign)}"

@@ -118,15 +118,29 @@ def _enqueue_baseline(burst_requests: list[dict[str, Any]], burst: Burst) -> int
             continue
         if request.order_id in burst.accepted:
             burst.duplicates += 1
-        batch = PurchaseBatch.model_validate({"event_id": request.event_id, "requests": [{
-            "order_id": request.order_id, "buyer_id": request.buyer_id,
-            "request_id": request.request_id, "quantity": request.quantity,
-            "accepted_seq": seq, "accepted_at_ms": int(time.time() * 1000)}]})
-        allocate.apply_async(kwargs={"batch": batch.model_dump(mode="json")},
-                             queue=QueueRole.PURCHASES.celery_queue,
-                             MessageGroupId=request.event_id,
-                             MessageDeduplicationId=f"{request.order_id}-{seq}")
-        burst.accepted.setdefault(request.order_id, Accepted(request.order_id, request.event_id, seq))
+        batch = PurchaseBatch.model_validate(
+            {
+                "event_id": request.event_id,
+                "requests": [
+                    {
+                        "order_id": request.order_id,
+                        "buyer_id": request.buyer_id,
+                        "request_id": request.request_id,
+                        "quantity": request.quantity,
+                        "accepted_seq": seq,
+                        "accepted_at_ms": int(time.time() * 1000),
+                    }
+                ],
+            }
+        )
+        allocate.apply_async(
+            kwargs={"batch": batch.model_dump(mode="json")},
+            queue=QueueRole.PURCHASES.celery_queue,
+            MessageGroupId=request.event_id,
+            MessageDeduplicationId=f"{request.order_id}-{seq}",
+        )
+        accepted = Accepted(request.order_id, request.event_id, seq)
+        burst.accepted.setdefault(request.order_id, accepted)
         sent += 1
     return sent
 
@@ -170,37 +184,68 @@ def run_sale(spec: SaleSpec, fleet: Fleet, console: Console) -> SaleResult:
     event_id = f"sale-{run_id}"
     create_event(ddb, settings.inventory_table, event_id, spec.seats)
     for n in range(spec.workers):
-        fleet.start_worker(f"purchase-{run_id}-{n}", [QueueRole.PURCHASES.celery_queue],
-                           concurrency=2 if spec.baseline else 1,
-                           config_module=BASELINE_CONFIG if spec.baseline else None)
-    burst_requests = list(requests(event_id, spec.requests, duplicates=spec.duplicates,
-                                   malformed=spec.malformed, seed=spec.seed))
+        fleet.start_worker(
+            f"purchase-{run_id}-{n}",
+            [QueueRole.PURCHASES.celery_queue],
+            concurrency=2 if spec.baseline else 1,
+            config_module=BASELINE_CONFIG if spec.baseline else None,
+        )
+    burst_requests = list(
+        requests(
+            event_id,
+            spec.requests,
+            duplicates=spec.duplicates,
+            malformed=spec.malformed,
+            seed=spec.seed,
+        )
+    )
     counter = CallCounter.from_environment()
     counter.reset()
-    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         started = time.time()
         if spec.baseline:
             burst = Burst()
             messages = _enqueue_baseline(burst_requests, burst)
         else:
-            intake = Intake(sqs, settings.purchases_queue_url,
-                            batch_size=settings.purchase_batch_size,
-                            linger_ms=settings.intake_linger_ms,
-                            max_per_request=settings.max_tickets_per_request)
+            intake = Intake(
+                sqs,
+                settings.purchases_queue_url,
+                batch_size=settings.purchase_batch_size,
+                linger_ms=settings.intake_linger_ms,
+                max_per_request=settings.max_tickets_per_request,
+            )
             burst = fire(intake, burst_requests, progress)
             intake.close()
             messages = intake.messages_sent
-        send_poison(sqs, settings.purchases_queue_url,
-                    poison_bodies(run_id, spec.poison, QueueRole.PURCHASES.celery_queue),
-                    fifo=True)
+        send_poison(
+            sqs,
+            settings.purchases_queue_url,
+            poison_bodies(run_id, spec.poison, QueueRole.PURCHASES.celery_queue),
+            fifo=True,
+        )
         ledger, dead = _wait_for_decisions(spec, event_id, len(burst.accepted), run_id, progress)
     calls = counter.read()
     fleet.stop_all()
     duration = max(ledger.last_decided_ms / 1000 - started, 1e-3)
-    return SaleResult(spec, event_id, burst.sent, len(burst.accepted), burst.duplicates,
-                      burst.invalid, messages, dead, ledger, duration, calls)
+    return SaleResult(
+        spec,
+        event_id,
+        burst.sent,
+        len(burst.accepted),
+        burst.duplicates,
+        burst.invalid,
+        messages,
+        dead,
+        ledger,
+        duration,
+        calls,
+    )
 
 
 def _fleet(stack_env: dict[str, str]) -> Fleet:
@@ -208,8 +253,14 @@ def _fleet(stack_env: dict[str, str]) -> Fleet:
 
 
 def demo(args: argparse.Namespace, console: Console) -> int:
-    spec = SaleSpec(requests=args.requests, seats=args.seats, workers=args.workers,
-                    duplicates=args.requests // 20, malformed=20, poison=5)
+    spec = SaleSpec(
+        requests=args.requests,
+        seats=args.seats,
+        workers=args.workers,
+        duplicates=args.requests // 20,
+        malformed=20,
+        poison=5,
+    )
     fleet = _fleet(_stack(console))
     try:
         result = run_sale(spec, fleet, console)
@@ -220,11 +271,23 @@ def demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def bench(args: argparse.Namespace, console: Console) -> int:
-    tuned_spec = SaleSpec(requests=args.requests, seats=args.seats, workers=args.workers,
-                          duplicates=args.requests // 20, malformed=20, poison=0)
-    base_spec = SaleSpec(requests=args.baseline_requests, seats=args.baseline_requests // 4,
-                         workers=1, duplicates=args.baseline_requests // 20, malformed=20,
-                         poison=0, baseline=True)
+    tuned_spec = SaleSpec(
+        requests=args.requests,
+        seats=args.seats,
+        workers=args.workers,
+        duplicates=args.requests // 20,
+        malformed=20,
+        poison=0,
+    )
+    base_spec = SaleSpec(
+        requests=args.baseline_requests,
+        seats=args.baseline_requests // 4,
+        workers=1,
+        duplicates=args.baseline_requests // 20,
+        malformed=20,
+        poison=0,
+        baseline=True,
+    )
     fleet = _fleet(_stack(console))
     try:
         console.rule("flashsale (batched intake, batched allocation)")
@@ -235,14 +298,18 @@ def bench(args: argparse.Namespace, console: Console) -> int:
         fleet.stop_all()
     tuned_fig, base_fig = tuned.figures(), base.figures()
     ratios = {
-        "throughput": round(tuned_fig["throughput_rps"] / max(base_fig["throughput_rps"], 1e-9),
-                            2),
-        "aws_calls_per_request": round(base_fig["aws_calls_per_request"]
-                                       / max(tuned_fig["aws_calls_per_request"], 1e-9), 2),
+        "throughput": round(tuned_fig["throughput_rps"] / max(base_fig["throughput_rps"], 1e-9), 2),
+        "aws_calls_per_request": round(
+            base_fig["aws_calls_per_request"] / max(tuned_fig["aws_calls_per_request"], 1e-9), 2
+        ),
     }
-    document = {"flashsale": tuned_fig, "baseline": base_fig, "ratio": ratios,
-                "spec": {"flashsale": asdict(tuned_spec), "baseline": asdict(base_spec)},
-                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    document = {
+        "flashsale": tuned_fig,
+        "baseline": base_fig,
+        "ratio": ratios,
+        "spec": {"flashsale": asdict(tuned_spec), "baseline": asdict(base_spec)},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")
     console.print(comparison_table(tuned_fig, base_fig, ratios))

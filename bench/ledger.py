@@ -6,7 +6,7 @@ Exact counts, not queue counters: every accepted request must have exactly one d
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,7 @@ class Ledger:
         return max(0, self.sold_counter - self.capacity, self.seats_confirmed - self.capacity)
 
 
-def read_ledger(inventory: Mapping[str, Any], orders: list[Mapping[str, Any]]) -> Ledger:
+def read_ledger(inventory: Mapping[str, Any], orders: Sequence[Mapping[str, Any]]) -> Ledger:
     """Summarise an event's inventory row and its decided orders."""
     by_status = {status: [o for o in orders if o["status"] == status] for status in OrderStatus}
     latencies = [float(o["decided_at_ms"] - o["accepted_at_ms"]) for o in orders]

@@ -21,21 +21,31 @@ def poison_bodies(run_id: str, count: int, routing_key: str) -> list[str]:
     kinds = [
         lambda n: f"not a celery message {run_id}/{n} \u00e9",
         lambda n: json.dumps({"run": run_id, "n": n}),
-        lambda n: task_message_body("tasks.no_such_task", {"run": run_id, "n": n},
-                                    routing_key=routing_key),
-        lambda n: task_message_body(PURCHASE_TASK, {"batch": {"event_id": run_id,
-                                                              "requests": [], "n": n}},
-                                    routing_key=routing_key),
-        lambda n: task_message_body(PURCHASE_TASK, {"unexpected": f"{run_id}/{n}"},
-                                    routing_key=routing_key),
+        lambda n: task_message_body(
+            "tasks.no_such_task", {"run": run_id, "n": n}, routing_key=routing_key
+        ),
+        lambda n: task_message_body(
+            PURCHASE_TASK,
+            {"batch": {"event_id": run_id, "requests": [], "n": n}},
+            routing_key=routing_key,
+        ),
+        lambda n: task_message_body(
+            PURCHASE_TASK, {"unexpected": f"{run_id}/{n}"}, routing_key=routing_key
+        ),
     ]
     return [kinds[n % len(kinds)](n) for n in range(count)]
 
 
 def send_poison(sqs: Any, queue_url: str, bodies: list[str], *, fifo: bool) -> None:
     for n, body in enumerate(bodies):
-        extra = {"MessageGroupId": f"poison-{n}",
-                 "MessageDeduplicationId": f"poison-{n}-{time.time_ns()}"} if fifo else {}
+        extra = (
+            {
+                "MessageGroupId": f"poison-{n}",
+                "MessageDeduplicationId": f"poison-{n}-{time.time_ns()}",
+            }
+            if fifo
+            else {}
+        )
         sqs.send_message(QueueUrl=queue_url, MessageBody=body, **extra)
 
 
@@ -58,8 +68,9 @@ def count_dead_letters(sqs: Any, dlq_url: str, run_id: str) -> int:
     seen: set[str] = set()
     mine: set[str] = set()
     while True:
-        response = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10,
-                                       VisibilityTimeout=10, WaitTimeSeconds=1)
+        response = sqs.receive_message(
+            QueueUrl=dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=10, WaitTimeSeconds=1
+        )
         messages = [m for m in response.get("Messages", []) if m["MessageId"] not in seen]
         if not messages:
             return len(mine)

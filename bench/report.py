@@ -55,5 +55,5 @@ def comparison_table(
         table.add_column(column, justify="right" if column else "left")
     for label, key, _ in _ROWS:
         table.add_row(label, _cell(tuned, label, key), _cell(base, label, key))
-    table.add_row("throughput ratio", f"{ratios['throughput']}×", "1×", style="bold")
+    table.add_row("throughput ratio", f"{ratios['throughput']}x", "1x", style="bold")
     return table

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 # Identifiers are printable and short: they become DynamoDB keys and SQS dedup ids.
 Identifier = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
-                           pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+    ),
 ]
 
 _ORDER_NAMESPACE = uuid.UUID("5b0f3d4e-8e0f-4b55-9d6e-2a4f1f3c9a10")

@@ -33,7 +33,7 @@ def task_message_body(
 ) -> str:
     """The SQS message body that makes a Celery worker run ``task_name(**kwargs)``."""
     task_id = task_id or str(uuid.uuid4())
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": task_name,
         "id": task_id,

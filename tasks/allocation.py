@@ -110,11 +110,15 @@ class SeatAllocator:
     def _read(self, batch: PurchaseBatch) -> tuple[dict[str, Any] | None, set[str]]:
         """The event's inventory and the batch's already-decided order ids, in one call."""
         keys = {
-            self._inventory: {"Keys": [{INVENTORY_PK: {"S": batch.event_id}}],
-                              "ConsistentRead": True},
+            self._inventory: {
+                "Keys": [{INVENTORY_PK: {"S": batch.event_id}}],
+                "ConsistentRead": True,
+            },
             self._orders: {
-                "Keys": [{ORDERS_PK: {"S": order_id}}
-                         for order_id in dict.fromkeys(r.order_id for r in batch.requests)],
+                "Keys": [
+                    {ORDERS_PK: {"S": order_id}}
+                    for order_id in dict.fromkeys(r.order_id for r in batch.requests)
+                ],
                 "ConsistentRead": True,
                 "ProjectionExpression": ORDERS_PK,
             },
@@ -133,42 +137,46 @@ class SeatAllocator:
     ) -> None:
         now_ms = int(time.time() * 1000)
         items: list[dict[str, Any]] = [
-            {"Put": {
-                "TableName": self._orders,
-                "Item": to_item({
-                    ORDERS_PK: d.request.order_id,
-                    "event_id": event_id,
-                    "buyer_id": d.request.buyer_id,
-                    "request_id": d.request.request_id,
-                    "quantity": d.request.quantity,
-                    "status": d.status.value,
-                    "reason": d.reason or None,
-                    "accepted_seq": d.request.accepted_seq,
-                    "accepted_at_ms": d.request.accepted_at_ms,
-                    "decided_at_ms": now_ms,
-                }),
-                "ConditionExpression": f"attribute_not_exists({ORDERS_PK})",
-            }}
+            {
+                "Put": {
+                    "TableName": self._orders,
+                    "Item": to_item(
+                        {
+                            ORDERS_PK: d.request.order_id,
+                            "event_id": event_id,
+                            "buyer_id": d.request.buyer_id,
+                            "request_id": d.request.request_id,
+                            "quantity": d.request.quantity,
+                            "status": d.status.value,
+                            "reason": d.reason or None,
+                            "accepted_seq": d.request.accepted_seq,
+                            "accepted_at_ms": d.request.accepted_at_ms,
+                            "decided_at_ms": now_ms,
+                        }
+                    ),
+                    "ConditionExpression": f"attribute_not_exists({ORDERS_PK})",
+                }
+            }
             for d in decisions
         ]
         if inventory is not None:
             # Always guard the counter we decided against: sold-out decisions rely on it too.
             seats = sum(d.request.quantity for d in decisions if d.status is OrderStatus.CONFIRMED)
-            guard = {
+            names = {"#sold": "sold"}
+            values = {":read": {"N": str(inventory["sold"])}}
+            guard: dict[str, Any] = {
                 "TableName": self._inventory,
                 "Key": {INVENTORY_PK: {"S": event_id}},
                 "ConditionExpression": "#sold = :read",
-                "ExpressionAttributeNames": {"#sold": "sold"},
-                "ExpressionAttributeValues": {":read": {"N": str(inventory["sold"])}},
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
             }
             if seats:
+                names["#capacity"] = "capacity"
+                values[":seats"] = {"N": str(seats)}
+                values[":after"] = {"N": str(int(inventory["sold"]) + seats)}
                 guard["UpdateExpression"] = "SET #sold = #sold + :seats"
                 guard["ConditionExpression"] = "#sold = :read AND #capacity >= :after"
-                guard["ExpressionAttributeNames"] |= {"#capacity": "capacity"}
-                guard["ExpressionAttributeValues"] |= {
-                    ":seats": {"N": str(seats)},
-                    ":after": {"N": str(int(inventory["sold"]) + seats)},
-                }
                 items.append({"Update": guard})
             else:
                 items.append({"ConditionCheck": guard})

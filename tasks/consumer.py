@@ -9,7 +9,7 @@ operator can inspect and redrive it — instead of vanishing or waiting minutes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 from celery import bootsteps
@@ -32,8 +32,12 @@ def release_soon(message: Any) -> None:
     aws.client("sqs").change_message_visibility(
         QueueUrl=queue_url, ReceiptHandle=sqs_message["ReceiptHandle"], VisibilityTimeout=delay
     )
-    log.warning("consumer.message_rejected", message_id=sqs_message.get("MessageId"),
-                receives=receives, visible_in_s=delay)
+    log.warning(
+        "consumer.message_rejected",
+        message_id=sqs_message.get("MessageId"),
+        receives=receives,
+        visible_in_s=delay,
+    )
 
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
@@ -64,7 +68,7 @@ class HubTicker(bootsteps.StartStopStep):  # type: ignore[misc]
     here: 10 tasks per 2 s). A short repeating timer bounds the poll timeout instead.
     """
 
-    requires = {"celery.worker.components:Hub"}
+    requires: ClassVar[set[str]] = {"celery.worker.components:Hub"}
     interval_s = 0.01
 
     def start(self, worker: Any) -> None:

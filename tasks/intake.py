@@ -57,7 +57,12 @@ class Intake:
     """Accepts purchase requests and sends them in ordered batches; thread-safe."""
 
     def __init__(
-        self, sqs: Any, queue_url: str, *, batch_size: int, linger_ms: int,
+        self,
+        sqs: Any,
+        queue_url: str,
+        *,
+        batch_size: int,
+        linger_ms: int,
         max_per_request: int,
     ) -> None:
         self._sqs = sqs
@@ -87,9 +92,12 @@ class Intake:
             # Microseconds, strictly increasing: a place in line comparable across runs.
             self._last_seq = max(self._last_seq + 1, time.time_ns() // 1000)
             accepted = AcceptedRequest(
-                order_id=request.order_id, buyer_id=request.buyer_id,
-                request_id=request.request_id, quantity=request.quantity,
-                accepted_seq=self._last_seq, accepted_at_ms=int(now * 1000),
+                order_id=request.order_id,
+                buyer_id=request.buyer_id,
+                request_id=request.request_id,
+                quantity=request.quantity,
+                accepted_seq=self._last_seq,
+                accepted_at_ms=int(now * 1000),
             )
             pending = self._pending.setdefault(request.event_id, [])
             pending.append(accepted)
@@ -107,12 +115,11 @@ class Intake:
             sent = 0
             for event_id, requests in pending.items():
                 batches = [
-                    PurchaseBatch(event_id=event_id,
-                                  requests=requests[i:i + self._batch_size])
+                    PurchaseBatch(event_id=event_id, requests=requests[i : i + self._batch_size])
                     for i in range(0, len(requests), self._batch_size)
                 ]
                 for i in range(0, len(batches), SQS_BATCH_LIMIT):
-                    sent += self._send(batches[i:i + SQS_BATCH_LIMIT])
+                    sent += self._send(batches[i : i + SQS_BATCH_LIMIT])
             self.messages_sent += sent
             return sent
 
@@ -125,9 +132,12 @@ class Intake:
     def _send(self, batches: list[PurchaseBatch]) -> int:
         entries = [
             batch_entry(
-                str(n), PURCHASE_TASK, {"batch": b.model_dump(mode="json")},
+                str(n),
+                PURCHASE_TASK,
+                {"batch": b.model_dump(mode="json")},
                 routing_key=QueueRole.PURCHASES.celery_queue,
-                group_id=b.event_id, dedup_id=b.batch_id,
+                group_id=b.event_id,
+                dedup_id=b.batch_id,
             )
             for n, b in enumerate(batches)
         ]

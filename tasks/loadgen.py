@@ -59,11 +59,14 @@ def requests(
     rng.shuffle(rest)
     issued: list[dict[str, Any]] = []
     for kind in [kinds[0], *rest]:
-        if kind == "new" or not issued and kind == "dup":
+        if kind == "new" or (not issued and kind == "dup"):
             n = len(issued)
-            request = {"event_id": event_id, "buyer_id": f"buyer-{n}",
-                       "quantity": rng.choice(_QUANTITIES),
-                       "request_id": f"{event_id}.{n}"}
+            request = {
+                "event_id": event_id,
+                "buyer_id": f"buyer-{n}",
+                "quantity": rng.choice(_QUANTITIES),
+                "request_id": f"{event_id}.{n}",
+            }
             issued.append(request)
             yield request
         elif kind == "dup":
@@ -104,16 +107,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     settings = get_settings()
-    intake = Intake(aws.client("sqs"), settings.purchases_queue_url,
-                    batch_size=settings.purchase_batch_size, linger_ms=settings.intake_linger_ms,
-                    max_per_request=settings.max_tickets_per_request)
-    burst_requests = list(requests(args.event, args.requests, duplicates=args.duplicates,
-                                   malformed=args.malformed, seed=args.seed))
+    intake = Intake(
+        aws.client("sqs"),
+        settings.purchases_queue_url,
+        batch_size=settings.purchase_batch_size,
+        linger_ms=settings.intake_linger_ms,
+        max_per_request=settings.max_tickets_per_request,
+    )
+    burst_requests = list(
+        requests(
+            args.event,
+            args.requests,
+            duplicates=args.duplicates,
+            malformed=args.malformed,
+            seed=args.seed,
+        )
+    )
     with Progress() as progress:
         burst = fire(intake, burst_requests, progress)
     intake.close()
-    print(f"sent {burst.sent}, accepted {len(burst.accepted)}, repeated {burst.duplicates}, "
-          f"refused at the intake {burst.invalid}, SQS messages {intake.messages_sent}")
+    print(
+        f"sent {burst.sent}, accepted {len(burst.accepted)}, repeated {burst.duplicates}, "
+        f"refused at the intake {burst.invalid}, SQS messages {intake.messages_sent}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def allocate(batch: dict[str, Any]) -> dict[str, int]:
     parsed = PurchaseBatch.model_validate(batch)
     outcome = _allocator().allocate(parsed)
     summary = outcome.summary()
-    log.info("purchase.batch_allocated", event_id=parsed.event_id, batch_id=parsed.batch_id,
-             **summary)
+    log.info(
+        "purchase.batch_allocated", event_id=parsed.event_id, batch_id=parsed.batch_id, **summary
+    )
     return summary

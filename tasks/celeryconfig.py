@@ -57,6 +57,8 @@ accept_content = ["json"]
 # group to any other worker while they are in flight — strict order per event.
 worker_prefetch_multiplier = 10
 worker_consumer = "tasks.consumer:DeadLetteringConsumer"
+# Wake the worker's event loop this often (see tasks.consumer.HubTicker).
+flashsale_hub_tick_seconds = 0.01
 worker_hijack_root_logger = False
 worker_send_task_events = False
 task_send_sent_event = False

@@ -69,11 +69,14 @@ class HubTicker(bootsteps.StartStopStep):  # type: ignore[misc]
     """
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Hub"}
-    interval_s = 0.01
+
+    def include_if(self, worker: Any) -> bool:
+        return bool(worker.app.conf.get("flashsale_hub_tick_seconds"))
 
     def start(self, worker: Any) -> None:
         if worker.hub is not None:
-            self._timer = worker.hub.call_repeatedly(self.interval_s, _noop)
+            interval = float(worker.app.conf.flashsale_hub_tick_seconds)
+            self._timer = worker.hub.call_repeatedly(interval, _noop)
 
     def stop(self, worker: Any) -> None:
         timer = getattr(self, "_timer", None)

@@ -144,13 +144,14 @@ class Intake:
         while entries:
             response = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
             failed = response.get("Failed", [])
+            if not failed:
+                break
             if any(f.get("SenderFault") for f in failed):
                 raise RuntimeError(f"SQS refused purchase messages: {failed}")
-            if failed:
-                # Resend from the first failure on, in order, with the same dedup ids: the
-                # FIFO queue drops those that did arrive, and the group's order is kept.
-                log.warning("intake.batch_send_partial_failure", failed=len(failed))
-            first = min((int(f["Id"]) for f in failed), default=len(entries))
+            # Resend from the first failure on, in order, with the same dedup ids: the
+            # FIFO queue drops those that did arrive, and the group's order is kept.
+            log.warning("intake.batch_send_partial_failure", failed=len(failed))
+            first = min(int(f["Id"]) for f in failed)
             entries = [e for e in entries if int(e["Id"]) >= first]
         return len(batches)
 

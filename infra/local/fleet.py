@@ -48,10 +48,12 @@ class Fleet:
         ready_timeout: float = 60.0,
     ) -> AppProcess:
         """Start ``celery -A tasks worker`` on ``queues`` and wait until it says it is ready."""
-        args = [sys.executable, "-m", "celery", "-A", "tasks"]
-        if config_module:
-            args += ["--config", config_module]
-        args += [
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
             "worker",
             "-n",
             f"{name}@%h",
@@ -65,16 +67,17 @@ class Fleet:
             "--without-mingle",
             "--without-heartbeat",
         ]
-        process = self._spawn(name, args)
+        extra_env = {"CELERY_CONFIG_MODULE": config_module} if config_module else {}
+        process = self._spawn(name, args, extra_env)
         self._wait_for_line(process, " ready.", ready_timeout)
         return process
 
-    def _spawn(self, name: str, args: list[str]) -> AppProcess:
+    def _spawn(self, name: str, args: list[str], extra_env: dict[str, str]) -> AppProcess:
         if name in self.processes and self.processes[name].alive():
             raise RuntimeError(f"process {name} is already running")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
-        env = os.environ | self.environment | {"PYTHONUNBUFFERED": "1"}
+        env = os.environ | self.environment | extra_env | {"PYTHONUNBUFFERED": "1"}
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True

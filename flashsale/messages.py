@@ -40,7 +40,7 @@ class PurchaseRequest(BaseModel):
 
     event_id: Identifier
     buyer_id: Identifier
-    quantity: int = Field(ge=1, le=100)
+    quantity: int = Field(ge=1, le=100, strict=True)  # "3", 3.0 or true is not a quantity
     request_id: Identifier
 
     @property

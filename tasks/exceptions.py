@@ -11,6 +11,10 @@ class InvalidPurchaseRequest(FlashsaleTaskError, ValueError):
     """A purchase request that fails validation at the intake; it is never enqueued."""
 
 
+class EnqueueFailed(FlashsaleTaskError):
+    """SQS refused to take purchase messages; the requests stay buffered at the intake."""
+
+
 class ConcurrentAllocation(FlashsaleTaskError):
     """Another writer changed the inventory or an order between our read and our write."""
 

@@ -16,16 +16,28 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_result,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from flashsale.messages import AcceptedRequest, PurchaseBatch, PurchaseRequest
 from flashsale.names import QueueRole
 from flashsale.task_messages import batch_entry
-from tasks.exceptions import InvalidPurchaseRequest
+from tasks.exceptions import EnqueueFailed, InvalidPurchaseRequest
 
 log = structlog.get_logger(__name__)
 
 PURCHASE_TASK = "tasks.purchase.allocate"
 SQS_BATCH_LIMIT = 10
+SEND_ATTEMPTS = 8
+
+
+def _give_up(state: RetryCallState) -> None:
+    raise EnqueueFailed(f"SQS kept failing purchase messages after {state.attempt_number} tries")
 
 
 @dataclass(frozen=True)
@@ -108,20 +120,40 @@ class Intake:
         return Accepted(accepted.order_id, request.event_id, accepted.accepted_seq)
 
     def flush(self) -> int:
-        """Send everything buffered; returns the number of SQS messages sent."""
+        """Send everything buffered; returns the number of SQS messages sent.
+
+        If sending fails, what was not sent goes back to the front of the buffer, in order,
+        and the error is raised: an accepted request is never dropped by the intake.
+        """
         with self._send_lock:
             with self._lock:
                 pending, self._pending, self._oldest = self._pending, {}, None
             sent = 0
-            for event_id, requests in pending.items():
-                batches = [
-                    PurchaseBatch(event_id=event_id, requests=requests[i : i + self._batch_size])
-                    for i in range(0, len(requests), self._batch_size)
-                ]
-                for i in range(0, len(batches), SQS_BATCH_LIMIT):
-                    sent += self._send(batches[i : i + SQS_BATCH_LIMIT])
-            self.messages_sent += sent
+            try:
+                while pending:
+                    event_id, requests = next(iter(pending.items()))
+                    chunk = requests[: self._batch_size * SQS_BATCH_LIMIT]
+                    batches = [
+                        PurchaseBatch(event_id=event_id, requests=chunk[i : i + self._batch_size])
+                        for i in range(0, len(chunk), self._batch_size)
+                    ]
+                    sent += self._send(batches)
+                    if len(chunk) == len(requests):
+                        del pending[event_id]
+                    else:
+                        pending[event_id] = requests[len(chunk) :]
+            finally:
+                self.messages_sent += sent
+                if pending:
+                    self._requeue(pending)
             return sent
+
+    def _requeue(self, unsent: dict[str, list[AcceptedRequest]]) -> None:
+        with self._lock:
+            for event_id, requests in self._pending.items():
+                unsent.setdefault(event_id, []).extend(requests)
+            self._pending = unsent
+            self._oldest = self._oldest or time.time()
 
     def close(self) -> None:
         """Flush what is buffered and stop the linger thread."""
@@ -141,19 +173,34 @@ class Intake:
             )
             for n, b in enumerate(batches)
         ]
-        while entries:
-            response = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
-            failed = response.get("Failed", [])
-            if not failed:
-                break
-            if any(f.get("SenderFault") for f in failed):
-                raise RuntimeError(f"SQS refused purchase messages: {failed}")
-            # Resend from the first failure on, in order, with the same dedup ids: the
-            # FIFO queue drops those that did arrive, and the group's order is kept.
-            log.warning("intake.batch_send_partial_failure", failed=len(failed))
-            first = min(int(f["Id"]) for f in failed)
-            entries = [e for e in entries if int(e["Id"]) >= first]
+        remaining = entries
+
+        def send_remaining() -> list[dict[str, Any]]:
+            nonlocal remaining
+            remaining = self._send_entries(remaining)
+            return remaining
+
+        Retrying(
+            retry=retry_if_result(bool),  # entries left to send
+            wait=wait_random_exponential(multiplier=0.05, max=2),
+            stop=stop_after_attempt(SEND_ATTEMPTS),
+            retry_error_callback=_give_up,
+        )(send_remaining)
         return len(batches)
+
+    def _send_entries(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One SendMessageBatch; returns the entries still to send, in order."""
+        response = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+        failed = response.get("Failed", [])
+        if not failed:
+            return []
+        if any(f.get("SenderFault") for f in failed):
+            raise EnqueueFailed(f"SQS refused purchase messages: {failed}")
+        # Resend from the first failure on, in order, with the same dedup ids: the FIFO queue
+        # drops those that did arrive, and the group's order is kept.
+        log.warning("intake.batch_send_partial_failure", failed=len(failed))
+        first = min(int(f["Id"]) for f in failed)
+        return [e for e in entries if int(e["Id"]) >= first]
 
     def _flush_lingering(self) -> None:
         while not self._closed.wait(self._linger_s / 2 or 0.001):

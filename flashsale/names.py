@@ -35,6 +35,20 @@ class QueueRole(StrEnum):
         return f"{base}.fifo" if self.fifo else base
 
 
+def alarm_name_prefix(queue_name: str) -> str:
+    """What the names of a work queue's alarms start with (its DLQ's alarm included).
+
+    Derived from the queue's SQS name, so an operator command that knows only the queue URL
+    finds the queue's alarms with ``describe_alarms(AlarmNamePrefix=...)``.
+    """
+    return f"{queue_name.removesuffix('.fifo')}-"
+
+
+def alarm_name(queue_name: str, kind: str) -> str:
+    """A work queue's alarm of one ``kind`` (``dlq-depth``, ``backlog``, ...)."""
+    return f"{alarm_name_prefix(queue_name)}{kind}"
+
+
 class Table(StrEnum):
     """DynamoDB tables."""
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from flashsale.names import TASK_TIME_LIMIT_SECONDS, QueueRole
 from flashsale.settings import get_settings
+from tasks.consumer import REJECT_BACKOFF_SECONDS
 
 _settings = get_settings()
-
-# A rejected (failed) message becomes visible again after this many seconds, by receive
-# count, instead of after the full visibility timeout: a poison message reaches the DLQ in
-# seconds, a transient failure gets a short pause. kombu applies it on reject.
-REJECT_BACKOFF_SECONDS = {1: 1, 2: 2, 3: 4, 4: 8}
 
 TASK_QUEUES: dict[str, QueueRole] = {
     "tasks.purchase.allocate": QueueRole.PURCHASES,

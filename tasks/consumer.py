@@ -16,9 +16,14 @@ from celery import bootsteps
 from celery.worker.consumer import Consumer
 
 from flashsale import aws
-from tasks.celeryconfig import REJECT_BACKOFF_SECONDS
 
 log = structlog.get_logger(__name__)
+
+# A rejected (failed) message becomes visible again after this many seconds, by receive
+# count, instead of after the full visibility timeout: a poison message reaches the DLQ in
+# seconds, a transient failure gets a short pause. kombu applies it on reject for our tasks
+# (``backoff_policy`` in celeryconfig); ``release_soon`` for messages that are not tasks.
+REJECT_BACKOFF_SECONDS = {1: 1, 2: 2, 3: 4, 4: 8}
 
 
 def release_soon(message: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from flashsale.names import QueueRole
+from flashsale.names import QueueRole, alarm_name
 
 LONG_POLL_SECONDS = 20  # the SQS maximum: fewer empty receives, lower latency than polling
 SQS_MAX_VISIBILITY_SECONDS = 43_200
@@ -178,7 +178,7 @@ class WorkQueue(pulumi.ComponentResource):
         topic = args.alarm_topic_arn
         return aws.cloudwatch.MetricAlarm(
             name,
-            name=f"{args.role.physical_name(args.stack).removesuffix('.fifo')}-{kind}",
+            name=alarm_name(args.role.physical_name(args.stack), kind),
             alarm_description=f"{metric} > {threshold}: {meaning}",
             namespace="AWS/SQS",
             metric_name=metric,

@@ -7,27 +7,15 @@ with ``.stack`` (installed there on first use, about a minute) to skip a reinsta
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from local_stacks import running_stack
 
-import infra.local
-from infra.local import down, up
-from infra.local.ports import free_port
-
-REPO_ROOT = Path(infra.local.__file__).resolve().parents[2]
-SHARED_LOCALSTACK_VENV = REPO_ROOT / ".stack" / "localstack-venv"
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports that are free right now."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
+from flashsale.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -35,21 +23,11 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     """The client environment (standard AWS SDK variables) of a provisioned local stack.
 
     Deliberately not exported to ``os.environ`` for the whole session: a unit test using
-    moto's in-process mocks would otherwise be sent to the emulators. Use ``stack_environ``.
+    moto's in-process mocks would otherwise be sent to the emulators. Use ``environ`` or
+    ``stack_environ``. A module that counts a whole queue (a DLQ, say) overrides this fixture
+    with its own ``running_stack`` so other modules' messages cannot reach its counts.
     """
-    stack_dir = tmp_path_factory.mktemp("local-stack")
-    localstack_port, dynamodb_port = free_ports(2)
-    env = up(
-        stack_dir,
-        localstack_port=localstack_port,
-        dynamodb_port=dynamodb_port,
-        localstack_venv=SHARED_LOCALSTACK_VENV,
-        timeout=180,
-    )
-    try:
-        yield env
-    finally:
-        down(stack_dir)
+    yield from running_stack(tmp_path_factory)
 
 
 @pytest.fixture
@@ -59,3 +37,27 @@ def stack_environ(local_stack: dict[str, str], monkeypatch: pytest.MonkeyPatch) 
     for key, value in local_stack.items():
         monkeypatch.setenv(key, value)
     return local_stack
+
+
+@pytest.fixture(scope="module")
+def environ(local_stack: dict[str, str]) -> Iterator[dict[str, str]]:
+    """For one test module: the stack's variables in ``os.environ``, and no ``FLASHSALE_*``
+    override left from elsewhere, so settings come from the stack outputs — for this process
+    and for the worker and relay processes it starts."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in list(os.environ):
+            if key.startswith("FLASHSALE_") and key not in local_stack:
+                patch.delenv(key)
+        for key, value in local_stack.items():
+            patch.setenv(key, value)
+        yield local_stack
+
+
+@pytest.fixture(scope="module")
+def settings(environ: dict[str, str]) -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="module")
+def clients(environ: dict[str, str]) -> dict[str, Any]:
+    return {service: boto3.client(service) for service in ("sqs", "dynamodb", "cloudwatch")}

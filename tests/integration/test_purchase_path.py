@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import itertools
 import signal
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
+from polling import wait_until
 
 from bench.ledger import read_ledger
 from bench.poison import count_dead_letters, poison_bodies, send_poison
@@ -30,33 +29,6 @@ pytestmark = pytest.mark.integration
 
 WORKERS = 4
 PURCHASES = QueueRole.PURCHASES.celery_queue
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.25)
-
-
-@pytest.fixture(scope="module")
-def environ(local_stack: dict[str, str]) -> Iterator[dict[str, str]]:
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in local_stack.items():
-            patch.setenv(key, value)
-        yield local_stack
-
-
-@pytest.fixture(scope="module")
-def settings(environ: dict[str, str]) -> Settings:
-    return Settings()
-
-
-@pytest.fixture(scope="module")
-def clients(environ: dict[str, str]) -> dict[str, Any]:
-    return {"sqs": boto3.client("sqs"), "dynamodb": boto3.client("dynamodb")}
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
 """Unit tests run on a fresh machine: no stack, no outputs file, no network.
 
-Importing ``tasks`` builds the Celery app, whose config reads ``Settings`` once at import
-(``tasks.celeryconfig``). The values below satisfy it; nothing in the unit tests sends to these
-URLs (clients are fakes or moto's in-process mocks). ``setdefault`` leaves a developer's own
-values alone, but the outputs file is pointed at a path that does not exist so a running
-local stack's outputs never leak in.
+Every unit test sees the settings below (the Celery config reads ``Settings`` when the app is
+first configured); nothing sends to these URLs (clients are fakes or moto's in-process mocks).
+The outputs file is pointed at a path that does not exist so a running local stack's outputs
+never leak in. They are set per test and removed after it, so integration tests that run in
+the same session see only their own stack.
 
 ``aws_offline`` is for tests that use moto's in-process mocks: it removes the endpoints a
 developer's shell may export for the local stack, so boto3 never leaves the process.
@@ -13,9 +13,12 @@ developer's shell may export for the local stack, so boto3 never leaves the proc
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from flashsale.settings import get_settings
 
 _UNIT_SETTINGS = {
     "FLASHSALE_OUTPUTS_FILE": "/nonexistent/flashsale-unit-tests/outputs.json",
@@ -32,9 +35,15 @@ _UNIT_SETTINGS = {
     "FLASHSALE_SAGAS_TABLE": "flashsale-unit-sagas",
 }
 
-os.environ["FLASHSALE_OUTPUTS_FILE"] = _UNIT_SETTINGS["FLASHSALE_OUTPUTS_FILE"]
-for _key, _value in _UNIT_SETTINGS.items():
-    os.environ.setdefault(_key, _value)
+
+
+@pytest.fixture(autouse=True)
+def unit_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for key, value in _UNIT_SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -1,0 +1,199 @@
+"""The operator commands against the local stack: dead letters are found, shown and redriven.
+
+No worker runs here: a message is dead-lettered by receiving it ``maxReceiveCount`` times with
+a zero visibility timeout, as a crashing consumer would; the next receive moves it to the DLQ.
+The commands run in-process (``main(argv, ops=...)``) against the real emulators.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from local_stacks import running_stack
+from polling import wait_until
+from rich.console import Console
+
+from bench.poison import poison_bodies, send_poison
+from flashsale.names import QueueRole, alarm_name, alarm_name_prefix
+from flashsale.settings import Settings
+from flashsale.task_messages import task_message_body
+from tasks import dlq, status
+from tasks.operator import Operator, queue_depth, queue_name
+
+pytestmark = pytest.mark.integration
+
+POISON_COUNT = 5
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A stack of this module's own: the commands act on whole DLQs, which must hold only
+    what these tests put there."""
+    yield from running_stack(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def sqs(clients: dict[str, Any]) -> Any:
+    return clients["sqs"]
+
+
+@pytest.fixture
+def run(settings: Settings, sqs: Any, clients: dict[str, Any]) -> Callable[..., tuple[int, str]]:
+    """``run(dlq.main, "show", "payments")``: a command's exit status and its output."""
+
+    def call(main: Callable[..., int], *argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        console = Console(file=out, width=400, color_system=None)
+        ops = Operator(settings, sqs, clients["cloudwatch"], console)
+        code = main(list(argv), ops=ops)
+        return code, out.getvalue()
+
+    return call
+
+
+def dead_letter(sqs: Any, queue_url: str, dlq_url: str, count: int) -> None:
+    """Receive ``queue_url``'s messages until ``count`` more are in its DLQ."""
+    before = queue_depth(sqs, dlq_url).total
+
+    def moved() -> bool:
+        sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        return queue_depth(sqs, dlq_url).total >= before + count
+
+    wait_until(moved, 60, f"{count} messages dead-lettered into {queue_name(dlq_url)}")
+    assert queue_depth(sqs, dlq_url).total == before + count
+
+
+def take_bodies(sqs: Any, queue_url: str, run_id: str) -> list[str]:
+    """The bodies of ``run_id``'s messages in ``queue_url``, deleted as they are read; the
+    others are left visible. Reads until a receive brings nothing new."""
+    mine: list[str] = []
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=5, WaitTimeSeconds=1
+        ).get("Messages", [])
+        ours = [m for m in messages if run_id in m["Body"] or run_id in _decoded(m["Body"])]
+        for message in messages:
+            if message in ours:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            else:
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+        if not ours:
+            return mine
+        mine += [m["Body"] for m in ours]
+
+
+def _decoded(body: str) -> str:
+    summary = dlq.summarize_body(body)
+    return summary.kwargs or ""
+
+
+def test_dlq__show_finds_fifo_poison_and_redrive_returns_exactly_them(
+    run: Callable[..., tuple[int, str]], settings: Settings, sqs: Any
+) -> None:
+    role = QueueRole.PURCHASES
+    queue_url, dlq_url = settings.queue_url(role), settings.dlq_url(role)
+    run_id = uuid.uuid4().hex
+    poison = poison_bodies(run_id, POISON_COUNT, role.celery_queue)
+    send_poison(sqs, queue_url, poison, fifo=True)
+    dead_letter(sqs, queue_url, dlq_url, POISON_COUNT)
+
+    code, shown = run(dlq.main, "show", "purchases", "--limit", "100")
+
+    assert code == 0
+    assert shown.count(run_id) == POISON_COUNT, shown
+    assert "tasks.no_such_task" in shown and "poison-0" in shown
+    assert queue_depth(sqs, dlq_url).visible >= POISON_COUNT, "show must release what it read"
+
+    # Within the FIFO deduplication window: a move task would drop these as duplicates.
+    code, redriven = run(dlq.main, "redrive", "purchases")
+
+    assert code == 0, redriven
+    assert queue_depth(sqs, dlq_url).total == 0
+    assert sorted(take_bodies(sqs, queue_url, run_id)) == sorted(poison)
+
+
+def test_dlq__redrive_of_a_standard_queue_uses_a_move_task(
+    run: Callable[..., tuple[int, str]], settings: Settings, sqs: Any
+) -> None:
+    role = QueueRole.PAYMENTS
+    queue_url, dlq_url = settings.queue_url(role), settings.dlq_url(role)
+    run_id = uuid.uuid4().hex
+    bodies = [
+        task_message_body(
+            "tasks.payment.charge",
+            {"order_id": f"{run_id}-{n}"},
+            routing_key=role.celery_queue,
+            task_id=f"{run_id}-task-{n}",
+        )
+        for n in range(2)
+    ] + [f"garbage {run_id}\tend"]
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    dead_letter(sqs, queue_url, dlq_url, len(bodies))
+
+    code, shown = run(dlq.main, "show", "payments")
+    assert code == 0
+    assert shown.count("tasks.payment.charge") == 2
+    assert f"{run_id}-task-0" in shown and f"{run_id}-task-1" in shown
+    assert f"garbage {run_id}\\tend" in shown
+
+    code, redriven = run(dlq.main, "redrive", "payments", "--max-per-second", "50")
+
+    assert code == 0, redriven
+    assert "moved 3 of 3" in redriven
+    assert queue_depth(sqs, dlq_url).total == 0
+    assert sorted(take_bodies(sqs, queue_url, run_id)) == sorted(bodies)
+
+
+def test_dlq__redrive_of_an_empty_dlq_moves_nothing(
+    run: Callable[..., tuple[int, str]], settings: Settings, sqs: Any
+) -> None:
+    for role in (QueueRole.NOTIFICATIONS, QueueRole.PURCHASES):
+        assert queue_depth(sqs, settings.dlq_url(role)).total == 0
+        code, output = run(dlq.main, "redrive", role.value)
+        assert code == 0, output
+        assert "moved 0 of 0" in output
+
+
+def test_dlq_list__shows_every_role_and_its_depth(
+    run: Callable[..., tuple[int, str]], settings: Settings, sqs: Any
+) -> None:
+    body = f"dead letter {uuid.uuid4().hex}"
+    sqs.send_message(QueueUrl=settings.dlq_url(QueueRole.NOTIFICATIONS), MessageBody=body)
+
+    code, output = run(dlq.main, "list")
+
+    assert code == 0
+    for role in QueueRole:
+        assert settings.dlq_url(role) in output
+    (line,) = [row for row in output.splitlines() if "notifications" in row]
+    assert "│            1 │" in line, output
+    assert take_bodies(sqs, settings.dlq_url(QueueRole.NOTIFICATIONS), body) == [body]
+
+
+def test_status__shows_each_queue_its_dlq_and_their_alarms(
+    run: Callable[..., tuple[int, str]], settings: Settings
+) -> None:
+    alarms = status.queue_alarms(boto3.client("cloudwatch"), settings.queue_url(QueueRole.PAYMENTS))
+    payments = queue_name(settings.queue_url(QueueRole.PAYMENTS))
+    assert {a.name for a in alarms} == {
+        alarm_name(payments, kind) for kind in ("dlq-depth", "oldest-message-age", "backlog")
+    }
+    dlq_alarm = next(a for a in alarms if a.kind == "dlq-depth")
+    assert dlq_alarm.watched_queue == queue_name(settings.dlq_url(QueueRole.PAYMENTS))
+
+    code, output = run(status.main)
+
+    assert code == 0
+    rows = {line.split("│")[1].strip(): line for line in output.splitlines() if "│" in line}
+    for role in QueueRole:
+        assert "backlog" in rows[role.value] and "dlq-depth" not in rows[role.value]
+        assert "dlq-depth" in rows[f"{role.value} DLQ"]
+    assert alarm_name_prefix(payments) == f"{payments}-"

@@ -1,4 +1,4 @@
-"""Entry point run by *LocalStack's* virtualenv: two fixes, then ``localstack.runtime.main``.
+"""Entry point run by *LocalStack's* virtualenv: fixes, counters, then ``localstack.runtime.main``.
 
 This file is executed as a script by the interpreter in ``.stack/localstack-venv`` (with
 ``python -P`` so this directory is not put on ``sys.path``); it imports nothing from the
@@ -19,6 +19,22 @@ Fixes for LocalStack 4.9.2 run on the host, all seen on this machine:
    load every botocore service spec: the emulator then idles at ~550 MB instead of ~190 MB
    (Python keeps the freed arenas). The catalog is built once per LocalStack virtualenv, in a
    short-lived child process, and copied to where LocalStack looks first (``static_libs``).
+
+And one addition: exact request counters, as the DynamoDB emulator keeps, so benchmarks
+(``bench/stats.py``) count SQS calls server-side, from every process (kombu's pycurl client in
+the Celery workers included). A handler in LocalStack's gateway chain counts each request once
+its ``service.Operation`` is parsed (before the provider runs, so a refused call counts too);
+health checks and other ``/_localstack``/``/_flashsale`` routes are answered before that point
+and are not counted (SQS's query API, also served before parsing, is counted where it is
+served). Served on the gateway's port:
+
+- ``GET  /_flashsale/stats``        ``{"calls": {"SendMessageBatch": n, ...}, "other":
+  {"sns.Publish": n, ...}, "internal": {"cloudwatch.PutMetricData": n, ...}, "total": n}``:
+  ``calls`` is SQS only (the shape ``bench/stats.py`` reads), ``other`` every other service,
+  ``internal`` LocalStack's calls to itself (SQS's CloudWatch metrics, SNS deliveries to SQS),
+  kept apart so they never inflate the client counts; ``total`` sums ``calls``; ``uncounted``
+  requests the counter failed on (it never fails the request itself).
+- ``POST /_flashsale/stats/reset``  the same document, then every counter back to zero.
 """
 
 from __future__ import annotations
@@ -29,6 +45,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +143,108 @@ def ensure_service_catalog() -> None:
     tmp.replace(target)
 
 
+STATS_PATH = "/_flashsale/stats"
+COUNTED_SERVICE = "sqs"  # the service counted under "calls"
+# botocore's service names for the same API under another protocol spec.
+_SERVICE_ALIASES = {"sqs-query": "sqs"}
+
+
+class RequestCounter:
+    """AWS requests per ``service.Operation``; a LocalStack request handler, thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: Counter[str] = Counter()  # SQS, by operation
+        self._other: Counter[str] = Counter()  # other services, by service.Operation
+        self._internal: Counter[str] = Counter()  # LocalStack calling itself
+        self._failed = 0  # requests the counter could not count (never expected)
+
+    def __call__(self, _chain: Any, context: Any, _response: Any) -> None:
+        """Count one parsed request; runs right after ``parse_service_request``."""
+        try:
+            if context.service is not None and context.operation is not None:
+                name = context.service.service_name
+                self.add(name, context.operation.name, internal=context.is_internal_call)
+        except Exception:  # never fail a request over a counter
+            self._failed += 1
+
+    def add(self, service: str, operation: str, *, internal: bool = False) -> None:
+        try:
+            service = _SERVICE_ALIASES.get(service, service)
+            with self._lock:
+                if internal:
+                    self._internal[f"{service}.{operation}"] += 1
+                elif service == COUNTED_SERVICE:
+                    self._calls[operation] += 1
+                else:
+                    self._other[f"{service}.{operation}"] += 1
+        except Exception:  # never fail a request over a counter
+            self._failed += 1
+
+    def snapshot(self, *, reset: bool = False) -> dict[str, Any]:
+        with self._lock:
+            doc = {
+                "calls": dict(sorted(self._calls.items())),
+                "other": dict(sorted(self._other.items())),
+                "internal": dict(sorted(self._internal.items())),
+                "total": sum(self._calls.values()),
+                "uncounted": self._failed,
+            }
+            if reset:
+                self._calls.clear()
+                self._other.clear()
+                self._internal.clear()
+                self._failed = 0
+        return doc
+
+
+def count_sqs_query_api(counter: RequestCounter) -> None:
+    """Count calls to SQS's "query API" (form-encoded, POSTed to a queue URL, as older kombu
+    versions send them) as the client's. The edge router serves those before the gateway parses
+    anything and re-sends each one to SQS as an internal call, which alone would land under
+    "internal"."""
+    from localstack.services.sqs import query_api
+
+    operations = frozenset(query_api.service.operation_names)
+    try_call_sqs = query_api.try_call_sqs
+
+    def counted(request: Any, region: str) -> Any:
+        try:
+            action = request.values.get("Action")
+            if action in operations:
+                counter.add(COUNTED_SERVICE, action)
+        except Exception:  # never fail a request over a counter
+            pass
+        return try_call_sqs(request, region)
+
+    query_api.try_call_sqs = counted  # looked up as a module global by ``handle_request``
+
+
+def install_request_counter() -> RequestCounter:
+    """Count parsed requests in LocalStack's gateway and serve the counts on its edge router."""
+    from localstack.aws import handlers
+    from localstack.http import Response
+    from localstack.services.edge import ROUTER
+
+    counter = RequestCounter()
+    # The chain's extension point right after the request is parsed (``localstack.aws.app``).
+    handlers.serve_custom_service_request_handlers.append(counter)
+    count_sqs_query_api(counter)
+
+    def endpoint(method: str, reset: bool) -> Any:
+        def serve(request: Any, **_args: Any) -> Any:
+            if request.method != method:
+                return Response(f"use {method}", status=405, headers={"Allow": method})
+            return counter.snapshot(reset=reset)  # a dict: served as JSON
+
+        return serve
+
+    # Routes of the edge router are served before the AWS request is parsed: never counted.
+    ROUTER.add(STATS_PATH, endpoint=endpoint("GET", reset=False))
+    ROUTER.add(f"{STATS_PATH}/reset", endpoint=endpoint("POST", reset=True))
+    return counter
+
+
 def main() -> None:
     ensure_certificate(Path(os.environ["CUSTOM_SSL_CERT_PATH"]))
     try:
@@ -132,6 +252,10 @@ def main() -> None:
     except Exception as exc:  # only memory is at stake: LocalStack builds it lazily instead
         print(f"flashsale: could not prebuild LocalStack's service catalog: {exc}", flush=True)
     bind_gateway_to_listen_host()
+    try:
+        install_request_counter()
+    except Exception as exc:  # only benchmarks' call counts are at stake: start anyway
+        print(f"flashsale: no request counters in LocalStack: {exc!r}", flush=True)
     from localstack.runtime.main import main as localstack_main
 
     localstack_main()

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from kombu import Connection
+from kombu.asynchronous import Hub, get_event_loop, set_event_loop
+from local_stacks import SHARED_LOCALSTACK_VENV, free_ports
 
-import infra.local
 from infra.local import StackError, down, environment, status, up
 from infra.local.config import (
     DYNAMODB,
@@ -36,13 +39,11 @@ from infra.local.config import (
     STACK_DIR_ENV,
     StackConfig,
 )
-from infra.local.ports import free_port, listen_addresses
+from infra.local.ports import listen_addresses
 from infra.local.processes import MARKER_ENV, read_cmdline, read_environ, read_pid_file
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(infra.local.__file__).resolve().parents[2]
-SHARED_LOCALSTACK_VENV = REPO_ROOT / ".stack" / "localstack-venv"  # as in conftest.py
 NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=16)
 
 
@@ -60,20 +61,11 @@ class RunningStack:
         )
         return session.client(service, config=NO_RETRIES)  # endpoint from AWS_ENDPOINT_URL_*
 
-    def stats(self, *, reset: bool = False) -> dict[str, Any]:
-        url = f"{self.config.url(DYNAMODB)}/_flashsale/stats" + ("/reset" if reset else "")
+    def stats(self, *, reset: bool = False, emulator: str = DYNAMODB) -> dict[str, Any]:
+        url = f"{self.config.url(emulator)}/_flashsale/stats" + ("/reset" if reset else "")
         request = urllib.request.Request(url, method="POST" if reset else "GET")
         with urllib.request.urlopen(request, timeout=5) as response:
             return dict(json.load(response))
-
-
-def free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -292,6 +284,58 @@ def test_localstack__queue_urls_point_at_the_loopback_gateway(stack: RunningStac
     assert stack.client("ses").list_identities()["Identities"] == []
     assert stack.client("sns").list_topics()["Topics"] == []
     assert "Metrics" in stack.client("cloudwatch").list_metrics()
+
+
+def test_localstack__stats_count_every_call_exactly(stack: RunningStack) -> None:
+    sqs = stack.client("sqs")
+    url = sqs.create_queue(QueueName="counted")["QueueUrl"]
+    stack.stats(reset=True, emulator=LOCALSTACK)
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
+    assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]) == 3
+    stack.client("sns").list_topics()
+    health_url = f"{stack.config.url(LOCALSTACK)}/_localstack/health"
+    with urllib.request.urlopen(health_url, timeout=5) as health:
+        assert health.status == 200  # health checks are not counted
+
+    stats = stack.stats(emulator=LOCALSTACK)
+    assert stats["calls"] == {"ReceiveMessage": 1, "SendMessage": 3}  # SQS only
+    assert stats["other"] == {"sns.ListTopics": 1}
+    assert stats["total"] == 4
+    assert stack.stats(reset=True, emulator=LOCALSTACK)["calls"] == stats["calls"]
+    assert stack.stats(emulator=LOCALSTACK)["calls"] == {}
+
+    # SQS's query API (a form POSTed to the queue URL) is re-sent internally: counted once.
+    form = urllib.parse.urlencode({"Action": "SendMessage", "MessageBody": "m3"}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=form), timeout=5) as sent:
+        assert sent.status == 200
+    assert stack.stats(emulator=LOCALSTACK)["calls"] == {"SendMessage": 1}
+
+
+def test_localstack__stats_count_kombu_async_receives(stack: RunningStack) -> None:
+    """A Celery worker receives through kombu's own pycurl client, not boto3: counted too."""
+    url = stack.client("sqs").create_queue(QueueName="kombu-counted")["QueueUrl"]
+    stack.client("sqs").send_message(QueueUrl=url, MessageBody="hello")
+    stack.stats(reset=True, emulator=LOCALSTACK)
+    received: list[dict[str, Any]] = []
+    previous_loop, hub = get_event_loop(), Hub()
+    set_event_loop(hub)  # the SQS channel takes the current loop, as in a worker
+    try:
+        options = {"predefined_queues": {"kombu-counted": {"url": url}}, "wait_time_seconds": 1}
+        with Connection("sqs://", transport_options=options) as connection:
+            channel = connection.default_channel
+            channel.connection._callbacks["kombu-counted"] = received.append
+            # What the worker's consumer loop calls for each poll (_schedule_queue).
+            channel._get_async("kombu-counted", count=1)
+            deadline = time.monotonic() + 10
+            while not received and time.monotonic() < deadline:
+                hub.run_once()
+    finally:
+        hub.close()
+        set_event_loop(previous_loop)
+
+    assert [message["body"] for message in received] == ["hello"]
+    assert stack.stats(emulator=LOCALSTACK)["calls"] == {"ReceiveMessage": 1}
 
 
 def test_up__fails_clearly_on_a_taken_port_and_stops_what_it_started(

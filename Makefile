@@ -32,7 +32,7 @@ bench: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy flashsale tasks infra bench
+	$(BIN)/mypy flashsale tasks outbox infra bench
 
 unit: venv
 	$(BIN)/pytest -m "not integration" -q

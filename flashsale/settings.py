@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # local stack sets 1 s because LocalStack's FIFO long poll does not wake up when a message
     # group is released by a delete, which idles a hot group for the rest of the wait.
     sqs_wait_time_seconds: int = Field(default=20, ge=0, le=20)
+    # Shards of the outbox's sparse pending index. Writers and relays must agree on it: a
+    # record is written to shard hash(aggregate) % n and a relay only reads shards 0..n-1.
+    outbox_shards: int = Field(default=8, ge=1, le=256)
 
     @classmethod
     def settings_customise_sources(

@@ -86,12 +86,21 @@ def batch_entry(
     routing_key: str,
     group_id: str | None = None,
     dedup_id: str | None = None,
+    task_id: str | None = None,
 ) -> dict[str, Any]:
-    """One ``SendMessageBatch`` entry; FIFO fields are set when a group is given."""
+    """One ``SendMessageBatch`` entry; FIFO fields are set when a group is given.
+
+    ``task_id`` (default: a new uuid) lets a producer make the Celery task id its own event id.
+    """
     entry: dict[str, Any] = {
         "Id": entry_id,
         "MessageBody": task_message_body(
-            task_name, kwargs, routing_key=routing_key, group_id=group_id, dedup_id=dedup_id
+            task_name,
+            kwargs,
+            routing_key=routing_key,
+            task_id=task_id,
+            group_id=group_id,
+            dedup_id=dedup_id,
         ),
     }
     if group_id is not None:

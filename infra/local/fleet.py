@@ -1,4 +1,4 @@
-"""The application's own processes for local runs: Celery workers (and later the relay).
+"""The application's own processes for local runs: Celery workers and outbox relays.
 
 Tests, the demo and the benchmark start real worker processes exactly as an operator would
 (``celery -A tasks worker``), with the local stack's environment, and stop them by signal.
@@ -70,6 +70,20 @@ class Fleet:
         extra_env = {"CELERY_CONFIG_MODULE": config_module} if config_module else {}
         process = self._spawn(name, args, extra_env)
         self._wait_for_line(process, " ready.", ready_timeout)
+        return process
+
+    def start_relay(
+        self,
+        name: str,
+        *,
+        extra_env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        ready_timeout: float = 60.0,
+    ) -> AppProcess:
+        """Start ``python -m outbox.relay`` (owner ``name``) and wait for its ``relay.ready``."""
+        command = [sys.executable, "-m", "outbox.relay", "--owner", name, *(args or [])]
+        process = self._spawn(name, command, extra_env or {})
+        self._wait_for_line(process, '"relay.ready"', ready_timeout)
         return process
 
     def _spawn(self, name: str, args: list[str], extra_env: dict[str, str]) -> AppProcess:

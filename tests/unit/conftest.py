@@ -36,7 +36,6 @@ _UNIT_SETTINGS = {
 }
 
 
-
 @pytest.fixture(autouse=True)
 def unit_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key, value in _UNIT_SETTINGS.items():

@@ -1,0 +1,167 @@
+"""``outbox.relay`` rounds against moto: leases and fencing, order, marking, parking."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from conftest import TABLE, MakeRecord
+
+from flashsale.dynamo import from_item
+from flashsale.names import OUTBOX_PENDING_SHARD, OUTBOX_PK, QueueRole
+from outbox.leases import Leases, assign
+from outbox.pending import PendingStore
+from outbox.relay import Relay, RelayConfig
+from outbox.sender import Sender
+from outbox.store import UnitOfWork
+
+SHARDS = 4
+
+
+class Clock:
+    def __init__(self, now: float = 1_900_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def queues(aws: dict[str, Any]) -> dict[QueueRole, str]:
+    urls = {role: aws["sqs"].create_queue(QueueName=f"unit-{role.value}")["QueueUrl"]
+            for role in (QueueRole.PAYMENTS, QueueRole.NOTIFICATIONS)}  # fmt: skip
+    urls[QueueRole.PURCHASES] = "https://sqs.us-east-1.amazonaws.com/123456789012/missing.fifo"
+    return urls
+
+
+def make_relay(
+    aws: dict[str, Any], queues: dict[QueueRole, str], clock: Clock, owner: str, **config: Any
+) -> Relay:
+    settings = RelayConfig(owner=owner, lease_seconds=10, retry_base_seconds=0, **config)
+    return Relay(
+        store=PendingStore(aws["dynamodb"], TABLE),
+        leases=Leases(aws["dynamodb"], TABLE, owner=owner, shards=SHARDS, duration=10, clock=clock),
+        sender=Sender(aws["sqs"], queues, attempts=1),
+        config=settings,
+        clock=clock,
+    )
+
+
+def write(aws: dict[str, Any], *records: Any) -> None:
+    uow = UnitOfWork(outbox_table=TABLE, shards=SHARDS)
+    for record in records:
+        uow.add_event(record)
+    uow.commit(aws["dynamodb"])
+
+
+def received(aws: dict[str, Any], url: str) -> list[dict[str, Any]]:
+    events = []
+    while (
+        messages := aws["sqs"]
+        .receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+        .get("Messages", [])
+    ):
+        for message in messages:
+            envelope = json.loads(base64.b64decode(message["Body"]))
+            events.append(json.loads(base64.b64decode(envelope["body"]))[1]["event"])
+            aws["sqs"].delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return events
+
+
+def outbox_items(aws: dict[str, Any]) -> list[dict[str, Any]]:
+    items = aws["dynamodb"].scan(TableName=TABLE)["Items"]  # a test may scan; the relay never
+    return [i for i in map(from_item, items) if "event_id" in i]
+
+
+def test_assign__splits_shards_evenly_and_identically_everywhere() -> None:
+    assert assign(8, ["b", "a"]) == {"a": [0, 2, 4, 6], "b": [1, 3, 5, 7]}
+    assert assign(3, []) == {}
+
+
+def test_relay__delivers_every_event_once_in_sequence_order_and_marks_it(
+    aws: dict[str, Any], queues: dict[QueueRole, str], make_record: MakeRecord
+) -> None:
+    records = [make_record(f"order-{n % 5}") for n in range(20)]  # 4 events per aggregate
+    write(aws, *records)
+    relay = make_relay(aws, queues, Clock(), "r1")
+
+    rounds = 0
+    while relay.run_round():
+        rounds += 1
+
+    events = received(aws, queues[QueueRole.PAYMENTS])
+    assert sorted(e["event_id"] for e in events) == sorted(r.event_id for r in records)
+    for aggregate in {r.aggregate_id for r in records}:
+        assert [e["sequence"] for e in events if e["aggregate_id"] == aggregate] == [1, 2, 3, 4]
+    assert rounds == 4  # one event per aggregate per round
+    items = outbox_items(aws)
+    assert all(i["dispatches"] == 1 and OUTBOX_PENDING_SHARD not in i for i in items)
+    assert relay.counters.dispatched == 20
+
+
+def test_relay__a_relay_that_lost_its_lease_cannot_mark(
+    aws: dict[str, Any], queues: dict[QueueRole, str], make_record: MakeRecord
+) -> None:
+    clock = Clock()
+    old = make_relay(aws, queues, clock, "old")
+    old.leases.maintain()
+    clock.now += 30  # old is paused past its lease; new takes every shard over
+    new = make_relay(aws, queues, clock, "new")
+    new.leases.maintain()
+    write(aws, make_record("order-1"))
+
+    old.leases.duration = 1e9  # it still believes its leases valid, and has them in memory
+    old.run_round()
+
+    assert old.counters.dispatched == 0
+    assert outbox_items(aws)[0][OUTBOX_PENDING_SHARD] is not None  # still pending
+    assert new.run_round() == 1 and new.counters.dispatched == 1
+
+
+def test_relay__takes_over_a_dead_relays_shards_after_its_lease_expires(
+    aws: dict[str, Any], queues: dict[QueueRole, str]
+) -> None:
+    clock = Clock()
+    dead = make_relay(aws, queues, clock, "a-dead")
+    assert dead.leases.maintain() == list(range(SHARDS))
+    alive = make_relay(aws, queues, clock, "b-alive")
+
+    assert alive.leases.maintain() == []  # the dead one's heartbeat and leases still hold
+    clock.now += 11
+    alive.leases._next_membership = 0
+    assert alive.leases.maintain() == list(range(SHARDS))
+
+
+def test_relay__two_relays_split_the_shards(
+    aws: dict[str, Any], queues: dict[QueueRole, str]
+) -> None:
+    clock = Clock()
+    first, second = (make_relay(aws, queues, clock, name) for name in ("r1", "r2"))
+    first.leases.maintain()
+    second.leases.maintain()  # joins: nothing free yet
+    clock.now += 4  # the next membership check of both
+    first.leases.maintain()  # releases r2's share
+    second.leases.maintain()
+
+    assert (first.leases.maintain(), second.leases.maintain()) == ([0, 2], [1, 3])
+
+
+def test_relay__parks_an_undeliverable_record_after_max_attempts(
+    aws: dict[str, Any], queues: dict[QueueRole, str], make_record: MakeRecord
+) -> None:
+    record = make_record("order-1", destination=QueueRole.PURCHASES)
+    follower = make_record("order-1")
+    write(aws, record, follower)
+    relay = make_relay(aws, queues, Clock(), "r1", max_attempts=3)
+
+    for _ in range(3):
+        relay.run_round()
+
+    parked = {i[OUTBOX_PK]: i for i in outbox_items(aws) if i["sequence"] == 1}["order-1"]
+    assert parked["parked"] is True and parked["attempts"] == 3
+    assert OUTBOX_PENDING_SHARD not in parked
+    assert relay.counters.parked == 1
+    relay.run_round()  # the parked record no longer holds its aggregate back
+    assert [e["event_id"] for e in received(aws, queues[QueueRole.PAYMENTS])] == [follower.event_id]

@@ -90,6 +90,9 @@ WORKER_ROLE = "worker"
 RELAY_ROLE = "relay"
 # The only CloudWatch namespace the relay may put metrics in.
 METRICS_NAMESPACE = "Flashsale"
+# Relay metrics (no dimensions) that the stack's relay alarms watch.
+OUTBOX_LAG_METRIC = "OutboxLagSeconds"
+OUTBOX_PARKED_METRIC = "OutboxParked"
 
 
 class Output:

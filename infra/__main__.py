@@ -7,6 +7,7 @@ import pulumi
 from flashsale.names import RELAY_ROLE, WORKER_ROLE, Output, QueueRole, Table
 from infra.components.alarms import AlarmTopic, AlarmTopicArgs
 from infra.components.iam import ServiceRole, ServiceRoleArgs, relay_statements, worker_statements
+from infra.components.relay_alarms import RelayAlarms, RelayAlarmsArgs
 from infra.components.sender import SenderIdentity
 from infra.components.tables import DataTables, DataTablesArgs
 from infra.components.work_queue import WorkQueue, WorkQueueArgs
@@ -40,6 +41,14 @@ queues = {
     )
     for role in QueueRole
 }
+RelayAlarms(
+    "relay-alarms",
+    RelayAlarmsArgs(
+        stack=config.stack,
+        lag_alarm_seconds=config.outbox_lag_alarm_seconds,
+        alarm_topic_arn=alarms.topic.arn,
+    ),
+)
 data = DataTables(
     "tables",
     DataTablesArgs(

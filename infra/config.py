@@ -30,6 +30,8 @@ class InfraConfig:
     dlq_retention_days: int = SQS_MAX_RETENTION_DAYS
     backlog_alarm_threshold: int = 1_000
     oldest_message_age_alarm_seconds: int = 300
+    # The relay's OutboxLagSeconds above this (seconds) alarms.
+    outbox_lag_alarm_seconds: int = 120
     deletion_protection: bool = True
     point_in_time_recovery: bool = True
     alarm_email: str | None = None
@@ -61,6 +63,9 @@ class InfraConfig:
             ),
             oldest_message_age_alarm_seconds=config.get_int(
                 "oldestMessageAgeAlarmSeconds", cls.oldest_message_age_alarm_seconds
+            ),
+            outbox_lag_alarm_seconds=config.get_int(
+                "outboxLagAlarmSeconds", cls.outbox_lag_alarm_seconds
             ),
             deletion_protection=config.get_bool("deletionProtection", cls.deletion_protection),
             point_in_time_recovery=config.get_bool(

@@ -33,7 +33,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flashsale import aws
-from flashsale.names import METRICS_NAMESPACE, QueueRole
+from flashsale.names import (
+    METRICS_NAMESPACE,
+    OUTBOX_LAG_METRIC,
+    OUTBOX_PARKED_METRIC,
+    QueueRole,
+)
 from flashsale.settings import Settings, get_settings
 from outbox.exceptions import LeaseLost, StoreError
 from outbox.leases import Leases
@@ -98,11 +103,11 @@ class Metrics:
             "OutboxDispatched": counters.dispatched - self._last.dispatched,
             "OutboxDuplicates": counters.duplicates - self._last.duplicates,
             "OutboxSendFailures": counters.send_failures - self._last.send_failures,
-            "OutboxParked": counters.parked - self._last.parked,
+            OUTBOX_PARKED_METRIC: counters.parked - self._last.parked,
         }
         data = [{"MetricName": n, "Value": float(v), "Unit": "Count"} for n, v in deltas.items()]
         data.append(
-            {"MetricName": "OutboxLagSeconds", "Value": counters.lag_seconds, "Unit": "Seconds"}
+            {"MetricName": OUTBOX_LAG_METRIC, "Value": counters.lag_seconds, "Unit": "Seconds"}
         )
         try:
             self._cw.put_metric_data(Namespace=METRICS_NAMESPACE, MetricData=data)

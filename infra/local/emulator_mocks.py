@@ -223,7 +223,7 @@ class EmulatorMocks(pulumi.runtime.Mocks):
             AlarmDescription=inputs.get("alarmDescription", ""),
             Namespace=inputs["namespace"],
             MetricName=inputs["metricName"],
-            Dimensions=[{"Name": k, "Value": v} for k, v in inputs["dimensions"].items()],
+            Dimensions=[{"Name": k, "Value": v} for k, v in inputs.get("dimensions", {}).items()],
             Statistic=inputs["statistic"],
             Period=int(inputs["period"]),
             EvaluationPeriods=int(inputs["evaluationPeriods"]),

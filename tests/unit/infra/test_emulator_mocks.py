@@ -21,9 +21,22 @@ class FakeSns:
         return {"SubscriptionArn": "arn:aws:sns:us-east-1:000000000000:alarms:1"}
 
 
-def mocks(sns: object | None = None) -> EmulatorMocks:
-    clients = dict.fromkeys(("sqs", "cloudwatch", "ses", "dynamodb"), object())
-    return EmulatorMocks({**clients, "sns": sns or object()}, "us-east-1")
+class FakeCloudWatch:
+    def __init__(self) -> None:
+        self.alarms: list[dict[str, Any]] = []
+
+    def put_metric_alarm(self, **kwargs: Any) -> None:
+        self.alarms.append(kwargs)
+
+    def describe_alarms(self, AlarmNames: list[str]) -> dict[str, Any]:
+        return {"MetricAlarms": [{"AlarmArn": f"arn:aws:cloudwatch:alarm:{AlarmNames[0]}"}]}
+
+
+def mocks(sns: object | None = None, cloudwatch: object | None = None) -> EmulatorMocks:
+    clients = dict.fromkeys(("sqs", "ses", "dynamodb"), object())
+    return EmulatorMocks(
+        {**clients, "sns": sns or object(), "cloudwatch": cloudwatch or object()}, "us-east-1"
+    )
 
 
 def test_unknown_resource_type__raises_with_its_type() -> None:
@@ -66,3 +79,17 @@ def test_secret_inputs__reach_the_emulator_unwrapped() -> None:
     typ = "aws:sns/topicSubscription:TopicSubscription"
     mocks(sns).new_resource(pulumi.runtime.MockResourceArgs(typ, "s", inputs, custom=True))
     assert sns.calls[0]["Endpoint"] == url
+
+
+def test_alarm_without_dimensions__is_created_with_none() -> None:
+    cloudwatch = FakeCloudWatch()
+    inputs = {
+        "name": "a", "namespace": "Flashsale", "metricName": "OutboxParked", "statistic": "Sum",
+        "period": 60, "evaluationPeriods": 1, "threshold": 0,
+        "comparisonOperator": "GreaterThanThreshold", "treatMissingData": "notBreaching",
+    }  # fmt: skip
+    typ = "aws:cloudwatch/metricAlarm:MetricAlarm"
+    mocks(cloudwatch=cloudwatch).new_resource(
+        pulumi.runtime.MockResourceArgs(typ, "a", inputs, custom=True)
+    )
+    assert cloudwatch.alarms[0]["Dimensions"] == []

@@ -108,7 +108,7 @@ def test_queue__has_dlq_depth_age_and_backlog_alarms_to_the_topic(
         alarms = [
             a
             for a in run.of_type(ALARM)
-            if a.inputs["dimensions"] == {"QueueName": queue_name}
+            if a.inputs.get("dimensions") == {"QueueName": queue_name}
             and a.inputs["metricName"] == metric
         ]
         assert len(alarms) == 1, f"queue {queue_name}: {len(alarms)} alarms on {metric}"

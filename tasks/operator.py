@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
@@ -124,12 +125,26 @@ class Operator:
 Command = Callable[[Operator, argparse.Namespace], int]
 
 
+NO_STACK = (
+    "No stack to talk to. For the local stack: make stack-up, then "
+    'eval "$(.venv/bin/python -m infra.local env)". For AWS: export FLASHSALE_OUTPUTS_FILE '
+    "(pulumi stack output --json > outputs.json) and your usual AWS credentials and region."
+)
+
+
 def run_command(
     parser: argparse.ArgumentParser, argv: list[str] | None, ops: Operator | None
 ) -> int:
-    """Parse ``argv``, run the command the parser set as ``run``; an AWS error exits 2."""
+    """Parse ``argv``, run the command the parser set as ``run``; an AWS error exits 2.
+
+    Without a stack to talk to (no outputs file, no region) it says how to point at one.
+    """
     args = parser.parse_args(argv)
-    ops = ops or Operator.default()
+    try:
+        ops = ops or Operator.default()
+    except (ValidationError, NoRegionError) as exc:
+        Console(stderr=True).print(Text(f"{NO_STACK}\n({type(exc).__name__})", style="red"))
+        return 2
     command: Command = args.run
     try:
         return command(ops, args)

@@ -58,3 +58,46 @@ class AlarmTopic(pulumi.ComponentResource):
                 opts=child,
             )
         self.register_outputs({"arn": self.topic.arn})
+
+
+ALARM_PERIOD_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """What one alarm watches: ``metric`` (``statistic``) above ``threshold`` for ``periods``."""
+
+    name: str
+    namespace: str
+    metric: str
+    statistic: str
+    threshold: int
+    meaning: str
+    periods: int = 1
+    dimensions: dict[str, pulumi.Input[str]] | None = None
+
+
+def notifying_alarm(
+    resource_name: str, rule: AlarmRule, topic_arn: pulumi.Input[str], parent: pulumi.Resource
+) -> aws.cloudwatch.MetricAlarm:
+    """An alarm that notifies the topic when it fires and again when it is back to OK.
+
+    Missing data does not breach: an idle queue or relay publishes nothing.
+    """
+    return aws.cloudwatch.MetricAlarm(
+        resource_name,
+        name=rule.name,
+        alarm_description=f"{rule.metric} {rule.statistic} > {rule.threshold}: {rule.meaning}",
+        namespace=rule.namespace,
+        metric_name=rule.metric,
+        dimensions=rule.dimensions,
+        statistic=rule.statistic,
+        period=ALARM_PERIOD_SECONDS,
+        evaluation_periods=rule.periods,
+        threshold=rule.threshold,
+        comparison_operator="GreaterThanThreshold",
+        treat_missing_data="notBreaching",
+        alarm_actions=[topic_arn],
+        ok_actions=[topic_arn],
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

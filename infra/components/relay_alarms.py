@@ -18,8 +18,7 @@ from flashsale.names import (
     Table,
     alarm_name,
 )
-
-ALARM_PERIOD_SECONDS = 60
+from infra.components.alarms import AlarmRule, notifying_alarm
 
 
 @dataclass(frozen=True)
@@ -39,52 +38,23 @@ class RelayAlarms(pulumi.ComponentResource):
         self, name: str, args: RelayAlarmsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("flashsale:outbox:RelayAlarms", name, None, opts)
-        self.lag = self._alarm(
-            f"{name}-lag",
-            args,
-            kind="lag",
+        outbox = Table.OUTBOX.physical_name(args.stack)
+        lag = AlarmRule(
+            name=alarm_name(outbox, "lag"),
+            namespace=METRICS_NAMESPACE,
             metric=OUTBOX_LAG_METRIC,
             statistic="Maximum",
             threshold=args.lag_alarm_seconds,
             meaning="committed outbox records wait too long: relay stuck, slow or too few",
         )
-        self.parked = self._alarm(
-            f"{name}-parked",
-            args,
-            kind="parked",
+        parked = AlarmRule(
+            name=alarm_name(outbox, "parked"),
+            namespace=METRICS_NAMESPACE,
             metric=OUTBOX_PARKED_METRIC,
             statistic="Sum",
             threshold=0,
             meaning="the relay parked outbox records it cannot send: inspect and replay them",
         )
+        self.lag = notifying_alarm(f"{name}-lag", lag, args.alarm_topic_arn, self)
+        self.parked = notifying_alarm(f"{name}-parked", parked, args.alarm_topic_arn, self)
         self.register_outputs({"lag_alarm_arn": self.lag.arn, "parked_alarm_arn": self.parked.arn})
-
-    def _alarm(
-        self,
-        name: str,
-        args: RelayAlarmsArgs,
-        *,
-        kind: str,
-        metric: str,
-        statistic: str,
-        threshold: int,
-        meaning: str,
-    ) -> aws.cloudwatch.MetricAlarm:
-        """An alarm on one relay metric that notifies the topic on ALARM and back to OK."""
-        topic = args.alarm_topic_arn
-        return aws.cloudwatch.MetricAlarm(
-            name,
-            name=alarm_name(Table.OUTBOX.physical_name(args.stack), kind),
-            alarm_description=f"{metric} {statistic} > {threshold}: {meaning}",
-            namespace=METRICS_NAMESPACE,
-            metric_name=metric,
-            statistic=statistic,
-            period=ALARM_PERIOD_SECONDS,
-            evaluation_periods=1,
-            threshold=threshold,
-            comparison_operator="GreaterThanThreshold",
-            treat_missing_data="notBreaching",
-            alarm_actions=[topic],
-            ok_actions=[topic],
-            opts=pulumi.ResourceOptions(parent=self),
-        )

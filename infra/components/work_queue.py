@@ -13,13 +13,13 @@ import pulumi
 import pulumi_aws as aws
 
 from flashsale.names import QueueRole, alarm_name
+from infra.components.alarms import AlarmRule, notifying_alarm
 
 LONG_POLL_SECONDS = 20  # the SQS maximum: fewer empty receives, lower latency than polling
 SQS_MAX_VISIBILITY_SECONDS = 43_200
 # A standard queue's message keeps its first enqueue time when it is dead-lettered, so the
 # work queue must retain messages for less time than its DLQ does.
 QUEUE_RETENTION_SECONDS = 4 * 86_400
-ALARM_PERIOD_SECONDS = 60
 BACKLOG_EVALUATION_PERIODS = 5  # a spike is expected; a backlog that stays is the problem
 
 
@@ -133,7 +133,17 @@ class WorkQueue(pulumi.ComponentResource):
             ),
         )
         for kind, queue, metric, threshold, periods, meaning in alarms:
-            self._alarm(f"{name}-{kind}", args, kind, queue, metric, threshold, periods, meaning)
+            rule = AlarmRule(
+                name=alarm_name(args.role.physical_name(args.stack), kind),
+                namespace="AWS/SQS",
+                metric=metric,
+                statistic="Maximum",
+                threshold=threshold,
+                meaning=meaning,
+                periods=periods,
+                dimensions={"QueueName": queue.name},
+            )
+            notifying_alarm(f"{name}-{kind}", rule, args.alarm_topic_arn, self)
         self.register_outputs(
             {
                 "queue_url": self.queue.url,
@@ -154,7 +164,7 @@ class WorkQueue(pulumi.ComponentResource):
         }
         if args.role.fifo:
             # High-throughput FIFO: dedup and throughput per message group (one event each);
-            # dedup ids are the clients' request ids, never a hash of the body.
+            # producers set deterministic dedup ids (a batch's order ids), never the body's hash.
             shared |= {
                 "fifo_queue": True,
                 "content_based_deduplication": False,
@@ -162,34 +172,3 @@ class WorkQueue(pulumi.ComponentResource):
                 "fifo_throughput_limit": "perMessageGroupId",
             }
         return shared
-
-    def _alarm(
-        self,
-        name: str,
-        args: WorkQueueArgs,
-        kind: str,
-        queue: aws.sqs.Queue,
-        metric: str,
-        threshold: int,
-        periods: int,
-        meaning: str,
-    ) -> aws.cloudwatch.MetricAlarm:
-        """An alarm on one SQS metric that notifies the topic on ALARM and back to OK."""
-        topic = args.alarm_topic_arn
-        return aws.cloudwatch.MetricAlarm(
-            name,
-            name=alarm_name(args.role.physical_name(args.stack), kind),
-            alarm_description=f"{metric} > {threshold}: {meaning}",
-            namespace="AWS/SQS",
-            metric_name=metric,
-            dimensions={"QueueName": queue.name},
-            statistic="Maximum",
-            period=ALARM_PERIOD_SECONDS,
-            evaluation_periods=periods,
-            threshold=threshold,
-            comparison_operator="GreaterThanThreshold",
-            treat_missing_data="notBreaching",
-            alarm_actions=[topic],
-            ok_actions=[topic],
-            opts=pulumi.ResourceOptions(parent=self),
-        )

@@ -32,7 +32,7 @@ from outbox.records import (
 
 _CONDITION_FAILED = "ConditionalCheckFailed"
 _BATCH_GET_KEYS = 100
-_MARKS_PER_TRANSACTION = 99  # plus the lease check: DynamoDB's 100
+MARKS_PER_TRANSACTION = 99  # plus the lease check: DynamoDB's 100
 
 
 def record_key(key: Key) -> dict[str, Any]:
@@ -105,8 +105,8 @@ class PendingStore:
         rest are marked without it.
         """
         result = MarkResult()
-        for start in range(0, len(sent), _MARKS_PER_TRANSACTION):
-            chunk = list(sent[start : start + _MARKS_PER_TRANSACTION])
+        for start in range(0, len(sent), MARKS_PER_TRANSACTION):
+            chunk = list(sent[start : start + MARKS_PER_TRANSACTION])
             while chunk:
                 updates = [self._mark(p, now) for p in chunk]
                 failed = self._transact(fence, updates)

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,12 +42,14 @@ from flashsale.names import (
 from flashsale.settings import Settings, get_settings
 from outbox.exceptions import LeaseLost, StoreError
 from outbox.leases import Leases
-from outbox.ordering import batches, heads, predecessor, ready
-from outbox.pending import PendingStore
+from outbox.ordering import Key, Pending, batches, heads, predecessor, ready
+from outbox.pending import MARKS_PER_TRANSACTION, PendingStore
 from outbox.records import SQS_MESSAGE_LIMIT
 from outbox.sender import Sender
 
 log = structlog.get_logger("outbox.relay")
+
+DONE_CACHE_SIZE = 100_000  # keys remembered as no longer pending (bounded memory)
 
 
 def _default_owner() -> str:
@@ -137,6 +139,8 @@ class Relay:
         self.metrics = metrics
         self.counters = Counters()
         self._clock = clock
+        # Keys known not pending any more (marked or parked by this relay), oldest first.
+        self._done: dict[Key, None] = {}
 
     def run(self, stop: threading.Event, *, max_rounds: int | None = None) -> None:
         """Rounds until ``stop`` is set (a round in progress finishes), then release leases."""
@@ -180,7 +184,11 @@ class Relay:
         return handled
 
     def process_shard(self, shard: int) -> tuple[int, float]:
-        """Send what may go out of ``shard`` now; returns (records handled, lag in seconds)."""
+        """Send what may go out of ``shard`` now; returns (records handled, lag in seconds).
+
+        Sent records are marked together, up to 99 per transaction behind one fence, once the
+        shard's sends are done (or a transaction's worth has piled up): never before their send.
+        """
         if not self.leases.valid(shard) and not self.leases.renew(shard):
             return 0, 0.0
         now = self._clock()
@@ -188,41 +196,67 @@ class Relay:
         if not pending:
             return 0, 0.0
         lag = max(0.0, now - min(p.record.created_at.timestamp() for p in pending))
-        candidates = heads(pending, now)
+        # A record this relay marked (or parked) is pending no more, for good: no need to read
+        # it or, as a predecessor, to read it again (the pending index may still list it).
+        candidates = [c for c in heads(pending, now) if c.key not in self._done]
         keys = [c.key for c in candidates]
-        keys += [k for k in map(predecessor, keys) if k is not None]
-        go = ready(candidates, self.store.still_pending(keys)) if candidates else []
+        keys += [k for k in map(predecessor, keys) if k is not None and k not in self._done]
+        state = self.store.still_pending(keys) if keys else {}
+        go = ready(candidates, state) if candidates else []
         handled = 0
-        for destination, batch in batches(go, byte_limit=SQS_MESSAGE_LIMIT):
-            if not self.leases.valid(shard) and not self.leases.renew(shard):
-                break  # the lease is gone: what is left is the new owner's
-            handled += self._send(shard, destination, batch)
+        sent: list[Pending] = []
+        try:
+            for destination, batch in batches(go, byte_limit=SQS_MESSAGE_LIMIT):
+                if not self.leases.valid(shard) and not self.leases.renew(shard):
+                    break  # the lease is gone: what is left is the new owner's
+                if len(sent) + len(batch) > MARKS_PER_TRANSACTION:
+                    self._mark(shard, sent)
+                    sent = []
+                handled += self._send(shard, destination, batch, sent)
+        finally:
+            # Also on the way out of an error: what was sent gets its (fenced) mark attempt.
+            if sent:
+                self._mark(shard, sent)
         return handled, lag
 
-    def _send(self, shard: int, destination: QueueRole, batch: list[Any]) -> int:
+    def _send(
+        self, shard: int, destination: QueueRole, batch: list[Pending], sent: list[Pending]
+    ) -> int:
         result = self.sender.send(destination, batch)
         self.counters.sqs_calls += result.calls
+        sent.extend(result.sent)
         now = self._clock()
-        if result.sent:
-            marks = self.store.mark_dispatched(self.leases.fence(shard), result.sent, now)
-            self.counters.dispatched += len(marks.marked)
-            self.counters.duplicates += len(marks.duplicates)
+        for pending, error in result.failed:
+            self._failed(shard, pending, error, now)
+        return len(batch)
+
+    def _mark(self, shard: int, sent: list[Pending]) -> None:
+        marks = self.store.mark_dispatched(self.leases.fence(shard), sent, self._clock())
+        self.counters.dispatched += len(marks.marked)
+        self.counters.duplicates += len(marks.duplicates)
+        self._remember(p.key for p in [*marks.marked, *marks.duplicates])
+        for destination in dict.fromkeys(p.record.destination for p in marks.marked):
             log.info(
                 "relay.dispatched",
                 shard=shard,
                 destination=destination.value,
-                count=len(marks.marked),
-                event_ids=[p.record.event_id for p in marks.marked],
+                count=sum(p.record.destination == destination for p in marks.marked),
+                event_ids=[
+                    p.record.event_id for p in marks.marked if p.record.destination == destination
+                ],
             )
-            if marks.duplicates:
-                log.info(
-                    "relay.duplicates",
-                    shard=shard,
-                    event_ids=[p.record.event_id for p in marks.duplicates],
-                )
-        for pending, error in result.failed:
-            self._failed(shard, pending, error, now)
-        return len(batch)
+        if marks.duplicates:
+            log.info(
+                "relay.duplicates",
+                shard=shard,
+                event_ids=[p.record.event_id for p in marks.duplicates],
+            )
+
+    def _remember(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            self._done[key] = None
+        while len(self._done) > DONE_CACHE_SIZE:
+            del self._done[next(iter(self._done))]
 
     def _failed(self, shard: int, pending: Any, error: str, now: float) -> None:
         attempts = pending.attempts + 1
@@ -240,8 +274,10 @@ class Relay:
         if not self.store.record_failure(
             self.leases.fence(shard), pending, error, retry_after=now + delay, park=park
         ):
+            self._remember([pending.key])
             return  # no longer pending: another send got it out
         if park:
+            self._remember([pending.key])
             self.counters.parked += 1
             log.error("relay.parked", shard=shard, reason=error, **ids)
         else:

@@ -14,8 +14,8 @@ from typing import Any
 
 import boto3
 import pytest
+from dead_letters import dead_letter
 from local_stacks import running_stack
-from polling import wait_until
 from rich.console import Console
 
 from bench.poison import poison_bodies, send_poison
@@ -54,18 +54,6 @@ def run(settings: Settings, sqs: Any, clients: dict[str, Any]) -> Callable[..., 
         return code, out.getvalue()
 
     return call
-
-
-def dead_letter(sqs: Any, queue_url: str, dlq_url: str, count: int) -> None:
-    """Receive ``queue_url``'s messages until ``count`` more are in its DLQ."""
-    before = queue_depth(sqs, dlq_url).total
-
-    def moved() -> bool:
-        sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
-        return queue_depth(sqs, dlq_url).total >= before + count
-
-    wait_until(moved, 60, f"{count} messages dead-lettered into {queue_name(dlq_url)}")
-    assert queue_depth(sqs, dlq_url).total == before + count
 
 
 def take_bodies(sqs: Any, queue_url: str, run_id: str) -> list[str]:

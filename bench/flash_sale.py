@@ -169,7 +169,7 @@ def _wait_for_decisions(
     settings, ddb, sqs = get_settings(), aws.client("dynamodb"), aws.client("sqs")
     task = progress.add_task("seats decided", total=expected)
     deadline = time.monotonic() + spec.timeout_s
-    ledger = None
+    orders: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         depth = sqs.get_queue_attributes(
             QueueUrl=settings.purchases_queue_url,
@@ -181,15 +181,12 @@ def _wait_for_decisions(
             orders = event_orders(ddb, settings.orders_table, event_id)
             progress.update(task, completed=len(orders))
             if len(orders) >= expected:
-                inventory = get_inventory(ddb, settings.inventory_table, event_id) or {}
-                ledger = read_ledger(inventory, orders)
                 break
         time.sleep(0.5)
-    if ledger is None:
+    else:  # timed out: report what was decided, the figures will show what is missing
         orders = event_orders(ddb, settings.orders_table, event_id)
-        inventory = get_inventory(ddb, settings.inventory_table, event_id) or {}
-        ledger = read_ledger(inventory, orders)
-    return ledger
+    inventory = get_inventory(ddb, settings.inventory_table, event_id) or {}
+    return read_ledger(inventory, orders)
 
 
 def _wait_for_dead_letters(spec: SaleSpec, run_id: str) -> int:

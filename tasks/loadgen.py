@@ -53,13 +53,16 @@ def requests(
     """``count`` requests in arrival order: unique buyers, repeats and malformed mixed in."""
     rng = random.Random(seed)
     unique = count - duplicates - malformed
+    if unique < 1:
+        raise ValueError("a burst needs at least one new buyer besides repeats and malformed")
     kinds = ["new"] * unique + ["dup"] * duplicates + ["bad"] * malformed
-    # Repeats and malformed ones arrive among the others, never before the first buyer.
+    # Repeats and malformed ones arrive among the others, never before the first buyer (so a
+    # repeat always has someone to repeat).
     rest = kinds[1:]
     rng.shuffle(rest)
     issued: list[dict[str, Any]] = []
     for kind in [kinds[0], *rest]:
-        if kind == "new" or (not issued and kind == "dup"):
+        if kind == "new":
             n = len(issued)
             request = {
                 "event_id": event_id,

@@ -8,6 +8,7 @@ streams. Key and index names come from ``flashsale.names``, which the adapters i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -51,6 +52,40 @@ class TableSpec:
     indexes: tuple[IndexSpec, ...] = field(default_factory=tuple)
     ttl: bool = False
     stream_view_type: str | None = None
+
+    def key_attributes(self) -> dict[str, str]:
+        """Every key attribute (table and indexes) with its scalar type."""
+        keys = [self.hash_key, *([self.range_key] if self.range_key else [])]
+        for index in self.indexes:
+            keys += [index.hash_key, index.range_key]
+        return dict(keys)
+
+    def create_table_parameters(self) -> dict[str, Any]:
+        """The keys and indexes as boto3 ``create_table`` takes them: tests build their moto
+        tables from this declaration rather than restating it."""
+
+        def schema(hash_key: Key, range_key: Key | None) -> list[dict[str, str]]:
+            return [{"AttributeName": hash_key[0], "KeyType": "HASH"}] + (
+                [{"AttributeName": range_key[0], "KeyType": "RANGE"}] if range_key else []
+            )
+
+        parameters: dict[str, Any] = {
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [
+                {"AttributeName": n, "AttributeType": t} for n, t in self.key_attributes().items()
+            ],
+            "KeySchema": schema(self.hash_key, self.range_key),
+        }
+        if self.indexes:
+            parameters["GlobalSecondaryIndexes"] = [
+                {
+                    "IndexName": index.name,
+                    "KeySchema": schema(index.hash_key, index.range_key),
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+                for index in self.indexes
+            ]
+        return parameters
 
 
 TABLE_SPECS: dict[Table, TableSpec] = {
@@ -105,9 +140,6 @@ class DataTables(pulumi.ComponentResource):
         return [pulumi.Output.concat(arn, "/index/", i.name) for i in TABLE_SPECS[table].indexes]
 
     def _table(self, table: Table, spec: TableSpec, args: DataTablesArgs) -> aws.dynamodb.Table:
-        keys = [spec.hash_key, *([spec.range_key] if spec.range_key else [])]
-        for index in spec.indexes:
-            keys += [index.hash_key, index.range_key]
         return aws.dynamodb.Table(
             table.value,
             name=table.physical_name(args.stack),
@@ -115,7 +147,8 @@ class DataTables(pulumi.ComponentResource):
             hash_key=spec.hash_key[0],
             range_key=spec.range_key[0] if spec.range_key else None,
             attributes=[
-                aws.dynamodb.TableAttributeArgs(name=n, type=t) for n, t in dict(keys).items()
+                aws.dynamodb.TableAttributeArgs(name=n, type=t)
+                for n, t in spec.key_attributes().items()
             ],
             global_secondary_indexes=[
                 aws.dynamodb.TableGlobalSecondaryIndexArgs(

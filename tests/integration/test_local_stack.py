@@ -158,6 +158,19 @@ def test_status__shows_both_emulators_healthy_on_their_ports(stack: RunningStack
     assert rows[DYNAMODB].port == stack.config.dynamodb_port
 
 
+def create_pk_table(dynamodb: Any, name: str, **extra: Any) -> dict[str, Any]:
+    """An on-demand table keyed by a string ``pk``; returns its description."""
+    return dict(
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            **extra,
+        )["TableDescription"]
+    )
+
+
 def test_emulators__listen_on_loopback_only(stack: RunningStack) -> None:
     for name in EMULATORS:
         assert listen_addresses(stack.config.port(name)) == {"127.0.0.1"}, name
@@ -166,12 +179,7 @@ def test_emulators__listen_on_loopback_only(stack: RunningStack) -> None:
 def test_dynamodb__concurrent_conditional_decrements_never_oversell(stack: RunningStack) -> None:
     dynamodb = stack.client("dynamodb")
     table = "counter-atomicity"
-    dynamodb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_pk_table(dynamodb, table)
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "seats"}, "n": {"N": "100"}})
     succeeded: list[int] = []
     refused: list[str] = []
@@ -210,12 +218,7 @@ def test_dynamodb__concurrent_conditional_decrements_never_oversell(stack: Runni
 def test_dynamodb__stats_count_every_call_exactly(stack: RunningStack) -> None:
     dynamodb = stack.client("dynamodb")
     table = "counted"
-    dynamodb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_pk_table(dynamodb, table)
     stack.stats(reset=True)
     for i in range(7):
         dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{i}"}})
@@ -243,13 +246,11 @@ def test_dynamodb__stats_count_every_call_exactly(stack: RunningStack) -> None:
 def test_dynamodb_streams__served_by_the_same_emulator(stack: RunningStack) -> None:
     dynamodb, streams = stack.client("dynamodb"), stack.client("dynamodbstreams")
     assert streams.meta.endpoint_url == stack.env["AWS_ENDPOINT_URL_DYNAMODB_STREAMS"]
-    table = dynamodb.create_table(
-        TableName="streamed",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
+    table = create_pk_table(
+        dynamodb,
+        "streamed",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-    )["TableDescription"]
+    )
     stack.stats(reset=True)
     dynamodb.put_item(TableName="streamed", Item={"pk": {"S": "a"}})
     shard = streams.describe_stream(StreamArn=table["LatestStreamArn"])["StreamDescription"][

@@ -10,15 +10,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from flashsale.names import (
-    OUTBOX_CREATED_AT,
-    OUTBOX_PENDING_INDEX,
-    OUTBOX_PENDING_SHARD,
-    OUTBOX_PK,
-    OUTBOX_SK,
-    QueueRole,
-    Table,
-)
+from flashsale.names import QueueRole, Table
+from infra.components.tables import TABLE_SPECS
 from outbox.records import OutboxRecord
 
 REGION = "us-east-1"
@@ -28,30 +21,7 @@ MakeRecord = Callable[..., OutboxRecord]
 
 def create_outbox_table(ddb: Any, name: str = TABLE) -> str:
     """The outbox table as ``infra.components.tables`` declares it (keys and sparse index)."""
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": OUTBOX_PK, "AttributeType": "S"},
-            {"AttributeName": OUTBOX_SK, "AttributeType": "N"},
-            {"AttributeName": OUTBOX_PENDING_SHARD, "AttributeType": "N"},
-            {"AttributeName": OUTBOX_CREATED_AT, "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": OUTBOX_PK, "KeyType": "HASH"},
-            {"AttributeName": OUTBOX_SK, "KeyType": "RANGE"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": OUTBOX_PENDING_INDEX,
-                "KeySchema": [
-                    {"AttributeName": OUTBOX_PENDING_SHARD, "KeyType": "HASH"},
-                    {"AttributeName": OUTBOX_CREATED_AT, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
+    ddb.create_table(TableName=name, **TABLE_SPECS[Table.OUTBOX].create_table_parameters())
     return name
 
 

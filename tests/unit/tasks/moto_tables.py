@@ -1,18 +1,12 @@
-"""The purchase path's DynamoDB tables in moto's in-process mock, keyed as ``flashsale.names``
-declares them (the same schema the Pulumi components create)."""
+"""The purchase path's DynamoDB tables in moto's in-process mock, created from the Pulumi
+program's own table declarations (``infra.components.tables.TABLE_SPECS``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flashsale.names import (
-    INVENTORY_PK,
-    ORDERS_ACCEPTED_SEQ,
-    ORDERS_BY_EVENT_INDEX,
-    ORDERS_EVENT_ID,
-    ORDERS_PK,
-    Table,
-)
+from flashsale.names import Table
+from infra.components.tables import TABLE_SPECS
 from tasks.allocation import SeatAllocator
 from tasks.inventory import create_event, event_orders, get_inventory
 
@@ -21,37 +15,13 @@ REGION = "us-east-1"
 
 
 def create_tables(ddb: Any, stack: str = STACK) -> tuple[str, str]:
-    """The inventory table (hash ``event_id``) and the orders table (hash ``order_id``, index
-    ``by_event`` on ``event_id`` + ``accepted_seq``); returns their names."""
-    inventory = Table.INVENTORY.physical_name(stack)
-    orders = Table.ORDERS.physical_name(stack)
-    ddb.create_table(
-        TableName=inventory,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": INVENTORY_PK, "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": INVENTORY_PK, "KeyType": "HASH"}],
-    )
-    ddb.create_table(
-        TableName=orders,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": ORDERS_PK, "AttributeType": "S"},
-            {"AttributeName": ORDERS_EVENT_ID, "AttributeType": "S"},
-            {"AttributeName": ORDERS_ACCEPTED_SEQ, "AttributeType": "N"},
-        ],
-        KeySchema=[{"AttributeName": ORDERS_PK, "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": ORDERS_BY_EVENT_INDEX,
-                "KeySchema": [
-                    {"AttributeName": ORDERS_EVENT_ID, "KeyType": "HASH"},
-                    {"AttributeName": ORDERS_ACCEPTED_SEQ, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
-    return inventory, orders
+    """The inventory and orders tables as the Pulumi program declares them; their names."""
+    names = []
+    for table in (Table.INVENTORY, Table.ORDERS):
+        name = table.physical_name(stack)
+        ddb.create_table(TableName=name, **TABLE_SPECS[table].create_table_parameters())
+        names.append(name)
+    return names[0], names[1]
 
 
 class Tables:

@@ -16,8 +16,15 @@ class QueueRole(StrEnum):
     """A work queue, named for the work on it; each has a dead-letter queue of the same type."""
 
     PURCHASES = "purchases"
-    PAYMENTS = "payments"
-    NOTIFICATIONS = "notifications"
+    PAYMENTS = "payments"  # charges and refunds at the payment provider
+    TICKETS = "tickets"  # issuing tickets and returning held seats to inventory
+    NOTIFICATIONS = "notifications"  # high priority: purchase confirmations
+    NOTIFICATIONS_LOW = "notifications-low"  # low priority: cancellation notices
+
+    @property
+    def key(self) -> str:
+        """The role as an identifier: stack-output keys and settings fields start with it."""
+        return self.value.replace("-", "_")
 
     @property
     def fifo(self) -> bool:
@@ -93,6 +100,8 @@ METRICS_NAMESPACE = "Flashsale"
 # Relay metrics (no dimensions) that the stack's relay alarms watch.
 OUTBOX_LAG_METRIC = "OutboxLagSeconds"
 OUTBOX_PARKED_METRIC = "OutboxParked"
+# Saga sweeper metric (no dimensions): sagas waiting for an operator.
+SAGAS_QUARANTINED_METRIC = "SagasQuarantined"
 
 
 class Output:
@@ -107,19 +116,19 @@ class Output:
 
     @staticmethod
     def queue_url(role: QueueRole) -> str:
-        return f"{role.value}_queue_url"
+        return f"{role.key}_queue_url"
 
     @staticmethod
     def queue_arn(role: QueueRole) -> str:
-        return f"{role.value}_queue_arn"
+        return f"{role.key}_queue_arn"
 
     @staticmethod
     def dlq_url(role: QueueRole) -> str:
-        return f"{role.value}_dlq_url"
+        return f"{role.key}_dlq_url"
 
     @staticmethod
     def dlq_arn(role: QueueRole) -> str:
-        return f"{role.value}_dlq_arn"
+        return f"{role.key}_dlq_arn"
 
     @staticmethod
     def table_name(table: Table) -> str:
@@ -136,5 +145,7 @@ class Output:
 TASK_TIME_LIMIT_SECONDS: dict[QueueRole, int] = {
     QueueRole.PURCHASES: 30,
     QueueRole.PAYMENTS: 60,
+    QueueRole.TICKETS: 30,
     QueueRole.NOTIFICATIONS: 30,
+    QueueRole.NOTIFICATIONS_LOW: 30,
 }

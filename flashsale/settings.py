@@ -43,18 +43,25 @@ class Settings(BaseSettings):
     purchases_dlq_url: str
     payments_queue_url: str
     payments_dlq_url: str
+    tickets_queue_url: str
+    tickets_dlq_url: str
     notifications_queue_url: str
     notifications_dlq_url: str
+    notifications_low_queue_url: str
+    notifications_low_dlq_url: str
     inventory_table: str
     orders_table: str
     idempotency_table: str
     outbox_table: str
     sagas_table: str
     alarm_topic_arn: str = ""
+    sender_email: str = ""  # the verified SES identity notifications are sent from
 
     # Requests per purchase message: one SQS message and one DynamoDB transaction carry
     # this many buyers, which is what lets one FIFO message group (one hot event) keep up.
-    purchase_batch_size: int = Field(default=40, ge=1, le=90)
+    # At most 32: a batch's transaction holds 3 items per confirmed order (order, saga, outbox
+    # record) plus the seat counter, and DynamoDB allows 100 items per transaction.
+    purchase_batch_size: int = Field(default=32, ge=1, le=32)
     # Longest a buyer may wait in the intake's buffer before their batch is flushed.
     intake_linger_ms: int = Field(default=20, ge=0, le=1000)
     max_tickets_per_request: int = Field(default=8, ge=1, le=100)
@@ -65,6 +72,31 @@ class Settings(BaseSettings):
     # Shards of the outbox's sparse pending index. Writers and relays must agree on it: a
     # record is written to shard hash(aggregate) % n and a relay only reads shards 0..n-1.
     outbox_shards: int = Field(default=8, ge=1, le=256)
+    # Shards of the sagas' sparse ``active`` index, read by the sweeper.
+    saga_shards: int = Field(default=8, ge=1, le=256)
+
+    # The purchase saga. A held seat returns to inventory if the saga has not charged the
+    # buyer within ``hold_seconds``.
+    hold_seconds: int = Field(default=600, ge=1)
+    ticket_price_cents: int = Field(default=5000, ge=0)
+    currency: str = "usd"
+    # A step is tried this many times (with exponential backoff and jitter, capped) before it
+    # counts as failed; a compensation that fails this often quarantines its saga.
+    saga_step_attempts: int = Field(default=5, ge=1, le=50)
+    saga_backoff_seconds: float = Field(default=1.0, ge=0)
+    saga_backoff_cap_seconds: float = Field(default=60.0, ge=0, le=900)
+    # How long a step may go without a result before the sweeper retries it: longer than the
+    # longest task time limit plus a relay round and a queue wait.
+    saga_step_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Fault drill: this fraction of orders fails at ticket issuing (0 in production).
+    ticket_fault_rate: float = Field(default=0.0, ge=0, le=1)
+
+    # The payment provider (``payments/``): base URL of its HTTP API and the client timeout.
+    payment_provider_url: str = "http://127.0.0.1:4590"
+    payment_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Notifications: sends per second per worker process and channel.
+    email_per_second: float = Field(default=14.0, gt=0)
+    sms_per_second: float = Field(default=5.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -26,6 +26,12 @@ _UNIT_SETTINGS = {
     "FLASHSALE_PURCHASES_DLQ_URL": "https://sqs.unit.invalid/0/flashsale-unit-purchases-dlq.fifo",
     "FLASHSALE_PAYMENTS_QUEUE_URL": "https://sqs.unit.invalid/0/flashsale-unit-payments",
     "FLASHSALE_PAYMENTS_DLQ_URL": "https://sqs.unit.invalid/0/flashsale-unit-payments-dlq",
+    "FLASHSALE_TICKETS_QUEUE_URL": "https://sqs.unit.invalid/0/flashsale-unit-tickets",
+    "FLASHSALE_TICKETS_DLQ_URL": "https://sqs.unit.invalid/0/flashsale-unit-tickets-dlq",
+    "FLASHSALE_NOTIFICATIONS_LOW_QUEUE_URL": "https://sqs.unit.invalid/0/flashsale-unit-notifications-low",
+    "FLASHSALE_NOTIFICATIONS_LOW_DLQ_URL": (
+        "https://sqs.unit.invalid/0/flashsale-unit-notifications-low-dlq"
+    ),
     "FLASHSALE_NOTIFICATIONS_QUEUE_URL": "https://sqs.unit.invalid/0/flashsale-unit-notifications",
     "FLASHSALE_NOTIFICATIONS_DLQ_URL": "https://sqs.unit.invalid/0/flashsale-unit-notifications-dlq",
     "FLASHSALE_INVENTORY_TABLE": "flashsale-unit-inventory",

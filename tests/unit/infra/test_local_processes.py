@@ -136,7 +136,8 @@ def test_start_detached__runs_in_its_own_session_and_group(
     started.append(record)
     assert os.getsid(record.pid) == record.pid
     assert os.getpgid(record.pid) == record.pid
-    assert processes.read_environ(record.pid)[processes.MARKER_ENV] == marker
+    # /bin/sh execs sleep: while it does, /proc/<pid>/environ may be unreadable for a moment.
+    assert wait_for(lambda: processes.read_environ(record.pid).get(processes.MARKER_ENV) == marker)
 
 
 def test_start_detached__appends_output_to_the_log(tmp_path: Path) -> None:

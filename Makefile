@@ -32,7 +32,7 @@ bench: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy flashsale tasks outbox infra bench
+	$(BIN)/mypy flashsale tasks outbox saga infra bench payments notifications
 
 unit: venv
 	$(BIN)/pytest -m "not integration" -q

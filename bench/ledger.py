@@ -10,18 +10,26 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flashsale.messages import OrderStatus
+from flashsale.messages import Fulfilment, OrderStatus
 
 
 def fcfs_inversions(orders: Iterable[Mapping[str, Any]]) -> int:
     """Confirmed orders that jumped the line.
 
     An inversion is a confirmed request accepted after a sold-out one that asked for no more
-    seats than it did: whoever came first and wanted at most as much must not lose out.
+    seats than it did: whoever came first and wanted at most as much must not lose out. A seat
+    released in between (a declined payment, an expired hold) is back on sale for whoever
+    comes next, so a release (``released_at_ms``) starts the comparison afresh.
     """
+    ordered = sorted(orders, key=lambda o: o["accepted_seq"])
+    releases = sorted(int(o["released_at_ms"]) for o in ordered if "released_at_ms" in o)
     smallest_refused = math.inf
     inversions = 0
-    for order in sorted(orders, key=lambda o: o["accepted_seq"]):
+    next_release = 0
+    for order in ordered:
+        while next_release < len(releases) and releases[next_release] <= order["decided_at_ms"]:
+            smallest_refused = math.inf
+            next_release += 1
         if order["status"] == OrderStatus.SOLD_OUT:
             smallest_refused = min(smallest_refused, order["quantity"])
         elif order["status"] == OrderStatus.CONFIRMED and order["quantity"] >= smallest_refused:
@@ -46,6 +54,7 @@ class Ledger:
     sold_out: int
     rejected: int
     seats_confirmed: int
+    seats_released: int
     fcfs_inversions: int
     p50_latency_ms: float
     p99_latency_ms: float
@@ -57,8 +66,13 @@ class Ledger:
         return self.confirmed + self.sold_out + self.rejected
 
     @property
+    def seats_taken(self) -> int:
+        """Seats confirmed and not released: what the counter must say."""
+        return self.seats_confirmed - self.seats_released
+
+    @property
     def oversold(self) -> int:
-        return max(0, self.sold_counter - self.capacity, self.seats_confirmed - self.capacity)
+        return max(0, self.sold_counter - self.capacity, self.seats_taken - self.capacity)
 
 
 def read_ledger(inventory: Mapping[str, Any], orders: Sequence[Mapping[str, Any]]) -> Ledger:
@@ -72,6 +86,9 @@ def read_ledger(inventory: Mapping[str, Any], orders: Sequence[Mapping[str, Any]
         sold_out=len(by_status[OrderStatus.SOLD_OUT]),
         rejected=len(by_status[OrderStatus.REJECTED]),
         seats_confirmed=sum(int(o["quantity"]) for o in by_status[OrderStatus.CONFIRMED]),
+        seats_released=sum(
+            int(o["quantity"]) for o in orders if o.get("fulfilment") == Fulfilment.RELEASED
+        ),
         fcfs_inversions=fcfs_inversions(orders),
         p50_latency_ms=percentile(latencies, 50),
         p99_latency_ms=percentile(latencies, 99),

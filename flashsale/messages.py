@@ -22,15 +22,31 @@ Identifier = Annotated[
     ),
 ]
 
+# Where the buyer is told about the purchase; loose on purpose (SES and SNS are the judges of
+# deliverability), strict enough to refuse garbage at the edge.
+Email = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+[1-9][0-9]{6,14}$")]
+
 _ORDER_NAMESPACE = uuid.UUID("5b0f3d4e-8e0f-4b55-9d6e-2a4f1f3c9a10")
 
 
 class OrderStatus(StrEnum):
-    """Final states of a purchase request (the saga adds more after CONFIRMED)."""
+    """The seat decision of a purchase request, made once, in acceptance order."""
 
     CONFIRMED = "confirmed"
     SOLD_OUT = "sold_out"
     REJECTED = "rejected"
+
+
+class Fulfilment(StrEnum):
+    """What became of a confirmed seat: the purchase saga moves it from HELD to one of the
+    others (``tasks.purchase_saga``)."""
+
+    HELD = "held"  # the seat is the buyer's while the saga charges and tickets
+    TICKETED = "ticketed"  # paid, ticket issued: the purchase stands
+    RELEASED = "released"  # undone (declined, expired, ticketing failed): seat back on sale
 
 
 class PurchaseRequest(BaseModel):
@@ -42,6 +58,8 @@ class PurchaseRequest(BaseModel):
     buyer_id: Identifier
     quantity: int = Field(ge=1, le=100, strict=True)  # "3", 3.0 or true is not a quantity
     request_id: Identifier
+    email: Email | None = None
+    phone: Phone | None = None
 
     @property
     def order_id(self) -> str:
@@ -65,6 +83,8 @@ class AcceptedRequest(BaseModel):
     quantity: int = Field(ge=1, le=100)
     accepted_seq: int = Field(ge=0)
     accepted_at_ms: int = Field(ge=0)
+    email: Email | None = None
+    phone: Phone | None = None
 
 
 class PurchaseBatch(BaseModel):
@@ -77,7 +97,7 @@ class PurchaseBatch(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: Identifier
-    requests: list[AcceptedRequest] = Field(min_length=1, max_length=90)
+    requests: list[AcceptedRequest] = Field(min_length=1, max_length=32)
 
     @property
     def batch_id(self) -> str:

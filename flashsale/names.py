@@ -95,6 +95,7 @@ SAGAS_DEADLINE = "deadline"  # N, epoch seconds after which the sweeper takes th
 ALARM_TOPIC = "alarms"
 WORKER_ROLE = "worker"
 RELAY_ROLE = "relay"
+SWEEPER_ROLE = "sweeper"
 # The only CloudWatch namespace the relay may put metrics in.
 METRICS_NAMESPACE = "Flashsale"
 # Relay metrics (no dimensions) that the stack's relay alarms watch.
@@ -110,6 +111,7 @@ class Output:
     ALARM_TOPIC_ARN = "alarm_topic_arn"
     WORKER_ROLE_ARN = "worker_role_arn"
     RELAY_ROLE_ARN = "relay_role_arn"
+    SWEEPER_ROLE_ARN = "sweeper_role_arn"
     REGION = "region"
     OUTBOX_STREAM_ARN = "outbox_stream_arn"
     SENDER_EMAIL = "sender_email"

@@ -88,8 +88,11 @@ class Settings(BaseSettings):
     # How long a step may go without a result before the sweeper retries it: longer than the
     # longest task time limit plus a relay round and a queue wait.
     saga_step_timeout_seconds: float = Field(default=120.0, gt=0)
-    # Fault drill: this fraction of orders fails at ticket issuing (0 in production).
+    # Fault drills, off in production: this fraction of orders fails at ticket issuing; saga
+    # workers SIGKILL themselves at these points (``after_work``, ``after_commit``).
     ticket_fault_rate: float = Field(default=0.0, ge=0, le=1)
+    saga_crash_at: str = ""
+    saga_crash_probability: float = Field(default=0.0, ge=0, le=1)
 
     # The payment provider (``payments/``): base URL of its HTTP API and the client timeout.
     payment_provider_url: str = "http://127.0.0.1:4590"

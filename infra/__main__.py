@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pulumi
 
-from flashsale.names import RELAY_ROLE, WORKER_ROLE, Output, QueueRole, Table
+from flashsale.names import RELAY_ROLE, SWEEPER_ROLE, WORKER_ROLE, Output, QueueRole, Table
 from infra.components.alarms import AlarmTopic, AlarmTopicArgs
-from infra.components.iam import ServiceRole, ServiceRoleArgs, relay_statements, worker_statements
+from infra.components.iam import (
+    ServiceRole,
+    ServiceRoleArgs,
+    relay_statements,
+    sweeper_statements,
+    worker_statements,
+)
 from infra.components.relay_alarms import RelayAlarms, RelayAlarmsArgs
+from infra.components.saga_alarms import SagaAlarms, SagaAlarmsArgs
 from infra.components.sender import SenderIdentity
 from infra.components.tables import DataTables, DataTablesArgs
 from infra.components.work_queue import WorkQueue, WorkQueueArgs
@@ -49,6 +56,7 @@ RelayAlarms(
         alarm_topic_arn=alarms.topic.arn,
     ),
 )
+SagaAlarms("saga-alarms", SagaAlarmsArgs(stack=config.stack, alarm_topic_arn=alarms.topic.arn))
 data = DataTables(
     "tables",
     DataTablesArgs(
@@ -76,11 +84,21 @@ relay = ServiceRole(
         statements=relay_statements(queues.values(), data),
     ),
 )
+sweeper = ServiceRole(
+    SWEEPER_ROLE,
+    ServiceRoleArgs(
+        stack=config.stack,
+        role=SWEEPER_ROLE,
+        description="Saga sweeper: resumes stuck sagas, undoes expired ones",
+        statements=sweeper_statements(data),
+    ),
+)
 
 pulumi.export(Output.REGION, config.region)
 pulumi.export(Output.ALARM_TOPIC_ARN, alarms.topic.arn)
 pulumi.export(Output.WORKER_ROLE_ARN, worker.role.arn)
 pulumi.export(Output.RELAY_ROLE_ARN, relay.role.arn)
+pulumi.export(Output.SWEEPER_ROLE_ARN, sweeper.role.arn)
 pulumi.export(Output.SENDER_EMAIL, sender.email)
 pulumi.export(Output.OUTBOX_STREAM_ARN, data.tables[Table.OUTBOX].stream_arn)
 for role, work_queue in queues.items():

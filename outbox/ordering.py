@@ -3,7 +3,9 @@
 Pure functions, unit-tested without AWS. Per-aggregate order is kept by sending at most one
 record per aggregate per round, the lowest pending sequence, and only once the record before
 it (``sequence - 1``) is no longer pending, as read consistently from the table: the pending
-index is eventually consistent and sorted by creation time, so it alone proves neither.
+index is eventually consistent and sorted by creation time, so it alone proves neither. A
+predecessor sent with ``delay_seconds`` also holds its successor back until its message is
+visible, so a delayed event is not overtaken by the next one on a standard queue.
 """
 
 from __future__ import annotations
@@ -46,23 +48,35 @@ def heads(pending: Iterable[Pending], now: float) -> list[Pending]:
     return sorted(chosen, key=lambda p: (p.record.created_at, p.key))
 
 
+@dataclass(frozen=True)
+class State:
+    """A consistent read of one record: still pending, or dispatched (or parked)."""
+
+    pending: bool
+    visible_at: float = 0.0  # epoch seconds its delayed message turns visible (dispatched_at
+    # + delay_seconds); 0 for a record sent without a delay
+
+
 def predecessor(key: Key) -> Key | None:
     aggregate_id, sequence = key
     return (aggregate_id, sequence - 1) if sequence > 1 else None
 
 
-def ready(candidates: Iterable[Pending], still_pending: Mapping[Key, bool]) -> list[Pending]:
-    """Candidates that are still pending and whose predecessor is not.
+def ready(candidates: Iterable[Pending], states: Mapping[Key, State], now: float) -> list[Pending]:
+    """Candidates that are still pending and whose predecessor is neither pending nor, sent
+    with a delay, still invisible at ``now``.
 
-    ``still_pending`` is a consistent read of the candidates and their predecessors: a missing
-    key counts as not pending (a predecessor that expired, or a candidate that vanished).
+    ``states`` is a consistent read of the candidates and their predecessors: a missing key
+    counts as not pending (a predecessor that expired, or a candidate that vanished).
     """
     out = []
     for candidate in candidates:
-        if not still_pending.get(candidate.key, False):
+        state = states.get(candidate.key)
+        if state is None or not state.pending:
             continue  # dispatched or parked since the index was read
         before = predecessor(candidate.key)
-        if before is not None and still_pending.get(before, False):
+        prior = states.get(before) if before is not None else None
+        if prior is not None and (prior.pending or prior.visible_at > now):
             continue  # the aggregate's earlier event is still on its way
         out.append(candidate)
     return out

@@ -19,9 +19,10 @@ from flashsale.names import (
     OUTBOX_SK,
 )
 from outbox.exceptions import LeaseLost, StoreError
-from outbox.ordering import Key, Pending, to_pending
+from outbox.ordering import Key, Pending, State, to_pending
 from outbox.records import (
     ATTEMPTS,
+    DELAY_SECONDS,
     DISPATCHED_AT,
     DISPATCHES,
     LAST_ERROR,
@@ -37,6 +38,14 @@ MARKS_PER_TRANSACTION = 99  # plus the lease check: DynamoDB's 100
 
 def record_key(key: Key) -> dict[str, Any]:
     return {OUTBOX_PK: {"S": key[0]}, OUTBOX_SK: {"N": str(key[1])}}
+
+
+def _state(item: dict[str, Any]) -> State:
+    if OUTBOX_PENDING_SHARD in item:
+        return State(pending=True)
+    delay = float(item.get(DELAY_SECONDS, {}).get("N", "0"))
+    sent = float(item.get(DISPATCHED_AT, {}).get("N", "0"))
+    return State(pending=False, visible_at=sent + delay if delay and sent else 0.0)
 
 
 @dataclass
@@ -68,20 +77,23 @@ class PendingStore:
             raise StoreError(f"querying shard {shard}: {exc}") from exc
         return [to_pending(item) for item in response.get("Items", [])]
 
-    def still_pending(self, keys: Iterable[Key]) -> dict[Key, bool]:
-        """A consistent read of whether each key is pending (absent keys are left out)."""
+    def states(self, keys: Iterable[Key]) -> dict[Key, State]:
+        """A consistent read of whether each key is pending and, once dispatched with a delay,
+        when its message turns visible (absent keys are left out)."""
         wanted = list(dict.fromkeys(keys))
-        out: dict[Key, bool] = {}
+        out: dict[Key, State] = {}
         for start in range(0, len(wanted), _BATCH_GET_KEYS):
             request: dict[str, Any] = {
                 self._table: {
                     "Keys": [record_key(k) for k in wanted[start : start + _BATCH_GET_KEYS]],
                     "ConsistentRead": True,
-                    "ProjectionExpression": "#pk, #sk, #shard",
+                    "ProjectionExpression": "#pk, #sk, #shard, #at, #delay",
                     "ExpressionAttributeNames": {
                         "#pk": OUTBOX_PK,
                         "#sk": OUTBOX_SK,
                         "#shard": OUTBOX_PENDING_SHARD,
+                        "#at": DISPATCHED_AT,
+                        "#delay": DELAY_SECONDS,
                     },
                 }
             }
@@ -92,7 +104,7 @@ class PendingStore:
                     raise StoreError(f"reading record state: {exc}") from exc
                 for item in response.get("Responses", {}).get(self._table, []):
                     key = (item[OUTBOX_PK]["S"], int(item[OUTBOX_SK]["N"]))
-                    out[key] = OUTBOX_PENDING_SHARD in item
+                    out[key] = _state(item)
                 request = response.get("UnprocessedKeys") or {}
         return out
 

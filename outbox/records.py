@@ -44,6 +44,9 @@ RETRY_AFTER = "retry_after"  # epoch seconds before which a failed record is not
 PARKED = "parked"
 PARKED_REASON = "parked_reason"
 LAST_ERROR = "last_error"
+DELAY_SECONDS = "delay_seconds"
+
+MAX_DELAY_SECONDS = 900  # SQS's longest per-message DelaySeconds (15 minutes)
 
 TaskName = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -75,6 +78,11 @@ class OutboxRecord(BaseModel):
     ``sequence`` numbers an aggregate's events from 1 without gaps; the relay delivers them in
     that order. ``task`` is the Celery task the event starts on ``destination``'s queue; it is
     called as ``task(event={...})`` with :meth:`event` (``event_id`` is the idempotency key).
+
+    ``delay_seconds`` (0..900) is sent as SQS ``DelaySeconds``: the message becomes visible that
+    long after the relay sends it, which is how a saga backs off before a retry. The relay
+    holds the aggregate's next event back until then, so per-aggregate order holds for what
+    consumers see. FIFO queues have no per-message delay: a delayed record for one is refused.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,6 +96,7 @@ class OutboxRecord(BaseModel):
     payload: dict[str, JsonValue]
     created_at: datetime = Field(default_factory=_utc_now)
     expires_at: int = 0  # epoch seconds (DynamoDB TTL); 0 means created_at + 7 days
+    delay_seconds: int = Field(default=0, ge=0, le=MAX_DELAY_SECONDS)
 
     @model_validator(mode="after")
     def _normalise(self) -> Self:
@@ -99,6 +108,12 @@ class OutboxRecord(BaseModel):
             object.__setattr__(self, "expires_at", int(expires.timestamp()))
         elif self.expires_at <= self.created_at.timestamp():
             raise ValueError("expires_at must be after created_at")
+        if self.delay_seconds and self.destination.fifo:
+            raise ValueError(
+                f"delay_seconds={self.delay_seconds} for {self.destination.value}, a FIFO queue: "
+                "SQS FIFO queues do not support a per-message delay (DelaySeconds); "
+                "send it without a delay or to a standard queue"
+            )
         return self
 
     def event(self) -> dict[str, Any]:
@@ -126,7 +141,7 @@ class OutboxRecord(BaseModel):
 
     def batch_entry(self, entry_id: str) -> dict[str, Any]:
         """The record as a ``SendMessageBatch`` entry; the Celery task id is the event id."""
-        return batch_entry(
+        entry = batch_entry(
             entry_id,
             self.task,
             self.task_kwargs(),
@@ -135,6 +150,9 @@ class OutboxRecord(BaseModel):
             dedup_id=self.dedup_id,
             task_id=self.event_id,
         )
+        if self.delay_seconds:
+            entry["DelaySeconds"] = self.delay_seconds
+        return entry
 
     @cached_property
     def message_size(self) -> int:
@@ -164,6 +182,7 @@ class OutboxRecord(BaseModel):
                 OUTBOX_CREATED_AT: iso_utc(self.created_at),
                 TTL_ATTRIBUTE: self.expires_at,
                 OUTBOX_PENDING_SHARD: shard_of(self.aggregate_id, shards),
+                DELAY_SECONDS: self.delay_seconds,
                 ATTEMPTS: 0,
                 DISPATCHES: 0,
             }
@@ -184,6 +203,7 @@ class OutboxRecord(BaseModel):
                 values[OUTBOX_CREATED_AT], "%Y-%m-%dT%H:%M:%S.%fZ"
             ).replace(tzinfo=UTC),
             expires_at=values[TTL_ATTRIBUTE],
+            delay_seconds=values.get(DELAY_SECONDS, 0),  # absent on records written before it
         )
 
     def check_limits(self, item: Mapping[str, Any] | None = None) -> None:

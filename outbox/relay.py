@@ -10,6 +10,12 @@ consumers are idempotent on the event id (also the Celery task id).
 SIGTERM or SIGINT: the current round finishes, leases are released, exit code 0.
 Configuration: flags, else ``FLASHSALE_RELAY_*`` variables, else defaults; queue URLs, the
 outbox table and the shard count come from ``flashsale.settings``.
+
+Fault drill (off by default, never for production): ``--crash-at after_read|after_send|
+before_mark`` with ``--crash-probability P`` (``FLASHSALE_RELAY_CRASH_AT``,
+``FLASHSALE_RELAY_CRASH_PROBABILITY``) makes the relay SIGKILL itself at that point of a round
+with probability P each time it gets there, so tests can prove recovery from a crash at each
+point, not only somewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -25,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -56,6 +64,18 @@ def _default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+class CrashPoint(StrEnum):
+    """Where the fault drill kills the relay; each is a window a real crash can hit."""
+
+    AFTER_READ = "after_read"  # records read and chosen to go, nothing sent
+    AFTER_SEND = "after_send"  # a SendMessageBatch succeeded, its records not marked
+    BEFORE_MARK = "before_mark"  # the shard's sends done, its mark transaction not begun
+
+
+def _sigkill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class RelayConfig(BaseSettings):
     """The relay's own tunables (``FLASHSALE_RELAY_<NAME>``)."""
 
@@ -71,6 +91,10 @@ class RelayConfig(BaseSettings):
     send_attempts: int = Field(default=3, ge=1, le=10)  # tries within a round
     metrics_interval: float = Field(default=10.0, ge=1, le=3600)
     metrics: bool = True
+    # The fault drill: off unless ``crash_at`` is set. Not 1.0 by default: a relay that always
+    # dies after its first send would never mark anything.
+    crash_at: CrashPoint | None = None
+    crash_probability: float = Field(default=0.1, ge=0, le=1)
 
 
 @dataclass
@@ -131,6 +155,7 @@ class Relay:
         config: RelayConfig,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        kill: Callable[[], None] = _sigkill_self,
     ) -> None:
         self.store = store
         self.leases = leases
@@ -139,6 +164,8 @@ class Relay:
         self.metrics = metrics
         self.counters = Counters()
         self._clock = clock
+        self._kill = kill
+        self._drill_rng = random.Random()
         # Keys known not pending any more (marked or parked by this relay), oldest first.
         self._done: dict[Key, None] = {}
 
@@ -201,8 +228,10 @@ class Relay:
         candidates = [c for c in heads(pending, now) if c.key not in self._done]
         keys = [c.key for c in candidates]
         keys += [k for k in map(predecessor, keys) if k is not None and k not in self._done]
-        state = self.store.still_pending(keys) if keys else {}
-        go = ready(candidates, state) if candidates else []
+        state = self.store.states(keys) if keys else {}
+        go = ready(candidates, state, now) if candidates else []
+        if go:
+            self._drill(CrashPoint.AFTER_READ, shard, go)
         handled = 0
         sent: list[Pending] = []
         try:
@@ -213,10 +242,14 @@ class Relay:
                     self._mark(shard, sent)
                     sent = []
                 handled += self._send(shard, destination, batch, sent)
-        finally:
-            # Also on the way out of an error: what was sent gets its (fenced) mark attempt.
+        except Exception:
+            # On the way out of an error too, what was sent gets its (fenced) mark attempt.
+            # Not on a BaseException: the unit tests' stand-in for SIGKILL must mark nothing.
             if sent:
                 self._mark(shard, sent)
+            raise
+        if sent:
+            self._mark(shard, sent)
         return handled, lag
 
     def _send(
@@ -225,16 +258,23 @@ class Relay:
         result = self.sender.send(destination, batch)
         self.counters.sqs_calls += result.calls
         sent.extend(result.sent)
+        if result.sent:  # the drill names everything sent and not marked: the redeliveries
+            self._drill(CrashPoint.AFTER_SEND, shard, sent)
         now = self._clock()
         for pending, error in result.failed:
             self._failed(shard, pending, error, now)
         return len(batch)
 
     def _mark(self, shard: int, sent: list[Pending]) -> None:
+        self._drill(CrashPoint.BEFORE_MARK, shard, sent)
         marks = self.store.mark_dispatched(self.leases.fence(shard), sent, self._clock())
         self.counters.dispatched += len(marks.marked)
         self.counters.duplicates += len(marks.duplicates)
-        self._remember(p.key for p in [*marks.marked, *marks.duplicates])
+        # A delayed record is read again while its message is invisible: it holds its
+        # successor back until then (``ordering.ready``).
+        self._remember(
+            p.key for p in [*marks.marked, *marks.duplicates] if not p.record.delay_seconds
+        )
         for destination in dict.fromkeys(p.record.destination for p in marks.marked):
             log.info(
                 "relay.dispatched",
@@ -251,6 +291,21 @@ class Relay:
                 shard=shard,
                 event_ids=[p.record.event_id for p in marks.duplicates],
             )
+
+    def _drill(self, point: CrashPoint, shard: int, records: list[Pending]) -> None:
+        """The fault drill: maybe die right here, as ``kill -9`` would, with no cleanup."""
+        if self.config.crash_at is not point:
+            return
+        if self._drill_rng.random() >= self.config.crash_probability:
+            return
+        log.warning(
+            "relay.crash_drill",
+            point=point.value,
+            shard=shard,
+            owner=self.leases.owner,
+            event_ids=[p.record.event_id for p in records],
+        )
+        self._kill()
 
     def _remember(self, keys: Iterable[Key]) -> None:
         for key in keys:
@@ -335,6 +390,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--retry-base-seconds", type=float, help="first backoff after a failure")
     parser.add_argument("--metrics-interval", type=float, help="seconds between PutMetricData")
     parser.add_argument("--no-metrics", action="store_true", help="do not publish metrics")
+    parser.add_argument(
+        "--crash-at",
+        choices=[p.value for p in CrashPoint],
+        help="fault drill: SIGKILL this relay at this point of a round (off by default)",
+    )
+    parser.add_argument(
+        "--crash-probability",
+        type=float,
+        help="fault drill: chance of the SIGKILL each time the point is reached (default 0.1)",
+    )
     parser.add_argument("--rounds", type=int, help="stop after this many rounds")
     parser.add_argument("--log-level", default=os.environ.get("FLASHSALE_RELAY_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
@@ -353,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_attempts",
             "retry_base_seconds",
             "metrics_interval",
+            "crash_at",
+            "crash_probability",
         )
         if getattr(args, name) is not None
     }
@@ -377,6 +444,13 @@ def main(argv: list[str] | None = None) -> int:
         owned=owned,
         table=settings.outbox_table,
     )
+    if config.crash_at is not None:
+        log.warning(
+            "relay.crash_drill_armed",
+            owner=config.owner,
+            point=config.crash_at.value,
+            probability=config.crash_probability,
+        )
     relay.run(stop, max_rounds=args.rounds)
     return 0
 

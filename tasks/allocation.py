@@ -7,13 +7,16 @@ Why it holds under any concurrency or redelivery:
 * each order is put with ``attribute_not_exists``, in the same transaction, so a request id
   can never become two orders, and a redelivered batch changes nothing;
 * requests are decided in the batch's order (the intake's acceptance order), and batches of
-  one event arrive one at a time from the FIFO queue: first come, first served.
+  one event arrive one at a time from the FIFO queue: first come, first served;
+* a confirmed seat is a *hold*: its purchase saga (state and first command, through the
+  outbox) is created in the same transaction, so no seat is held without a saga to finish or
+  release it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +24,15 @@ from botocore.exceptions import ClientError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from flashsale.dynamo import cancellation_codes, from_item, to_item
-from flashsale.messages import AcceptedRequest, OrderStatus, PurchaseBatch
+from flashsale.messages import AcceptedRequest, Fulfilment, OrderStatus, PurchaseBatch
 from flashsale.names import INVENTORY_PK, ORDERS_PK
 from tasks.exceptions import ConcurrentAllocation
 
 # Codes for which a cancelled transaction is worth re-reading and retrying.
 _RETRYABLE_CANCELLATIONS = {"ConditionalCheckFailed", "TransactionConflict"}
+
+# The transaction entries that start a confirmed order's saga (see tasks.purchase_saga).
+SagaStarter = Callable[[str, AcceptedRequest], list[dict[str, Any]]]
 
 
 @dataclass
@@ -79,12 +85,19 @@ class SeatAllocator:
     """Allocates seats for purchase batches against the inventory and orders tables."""
 
     def __init__(
-        self, dynamodb: Any, *, inventory_table: str, orders_table: str, max_per_request: int
+        self,
+        dynamodb: Any,
+        *,
+        inventory_table: str,
+        orders_table: str,
+        max_per_request: int,
+        start_saga: SagaStarter | None = None,
     ) -> None:
         self._ddb = dynamodb
         self._inventory = inventory_table
         self._orders = orders_table
         self._max_per_request = max_per_request
+        self._start_saga = start_saga
 
     @retry(
         retry=retry_if_exception_type(ConcurrentAllocation),
@@ -148,6 +161,9 @@ class SeatAllocator:
                             "request_id": d.request.request_id,
                             "quantity": d.request.quantity,
                             "status": d.status.value,
+                            "fulfilment": (
+                                Fulfilment.HELD.value if d.status is OrderStatus.CONFIRMED else None
+                            ),
                             "reason": d.reason or None,
                             "accepted_seq": d.request.accepted_seq,
                             "accepted_at_ms": d.request.accepted_at_ms,
@@ -159,6 +175,10 @@ class SeatAllocator:
             }
             for d in decisions
         ]
+        if self._start_saga is not None:
+            for d in decisions:
+                if d.status is OrderStatus.CONFIRMED:
+                    items.extend(self._start_saga(event_id, d.request))
         if inventory is not None:
             # Always guard the counter we decided against: sold-out decisions rely on it too.
             seats = sum(d.request.quantity for d in decisions if d.status is OrderStatus.CONFIRMED)

@@ -8,6 +8,8 @@ until ``maxReceiveCount``). Results are not stored: state lives in DynamoDB.
 
 from __future__ import annotations
 
+from kombu import Queue
+
 from flashsale.names import TASK_TIME_LIMIT_SECONDS, QueueRole
 from flashsale.settings import get_settings
 from tasks.consumer import REJECT_BACKOFF_SECONDS
@@ -16,6 +18,12 @@ _settings = get_settings()
 
 TASK_QUEUES: dict[str, QueueRole] = {
     "tasks.purchase.allocate": QueueRole.PURCHASES,
+    "tasks.payment.charge": QueueRole.PAYMENTS,
+    "tasks.payment.refund": QueueRole.PAYMENTS,
+    "tasks.tickets.issue": QueueRole.TICKETS,
+    "tasks.tickets.release_seat": QueueRole.TICKETS,
+    "tasks.notify.confirmation": QueueRole.NOTIFICATIONS,
+    "tasks.notify.cancellation": QueueRole.NOTIFICATIONS_LOW,
 }
 
 broker_url = "sqs://"
@@ -36,12 +44,17 @@ broker_transport_options = {
     "fetch_message_attributes": ["ApproximateReceiveCount", "SequenceNumber"],
 }
 
+task_queues = [Queue(role.celery_queue) for role in QueueRole]
 task_default_queue = QueueRole.PURCHASES.celery_queue
 task_routes = {name: {"queue": role.celery_queue} for name, role in TASK_QUEUES.items()}
 task_create_missing_queues = False
 
 task_acks_late = True
 task_acks_on_failure_or_timeout = False
+# A pool process killed mid-task (OOM, kill -9): Celery then rejects without requeue, which on
+# SQS leaves the message in the queue, visible again after the reject backoff, its receive
+# counted — so a task that always kills its process still ends in the DLQ. (``True`` would make
+# kombu send a *copy* of the message and never count a receive: an endless loop.)
 task_reject_on_worker_lost = False
 task_ignore_result = True
 result_backend = None
@@ -59,5 +72,11 @@ worker_hijack_root_logger = False
 worker_send_task_events = False
 task_send_sent_event = False
 
-task_time_limit = TASK_TIME_LIMIT_SECONDS[QueueRole.PURCHASES]
-task_soft_time_limit = task_time_limit - 5
+# Each task's hard limit is its queue's (the queue's visibility timeout is derived from it).
+task_annotations = {
+    name: {
+        "time_limit": TASK_TIME_LIMIT_SECONDS[role],
+        "soft_time_limit": TASK_TIME_LIMIT_SECONDS[role] - 5,
+    }
+    for name, role in TASK_QUEUES.items()
+}

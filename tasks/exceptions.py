@@ -21,3 +21,8 @@ class ConcurrentAllocation(FlashsaleTaskError):
 
 class EventAlreadyExists(FlashsaleTaskError):
     """An event with this id is already on sale."""
+
+
+class OrderNotHeld(FlashsaleTaskError):
+    """A saga step expected the order's seat to be held, and it is not (a bug, not a race:
+    the saga's version check runs first)."""

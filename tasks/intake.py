@@ -110,6 +110,8 @@ class Intake:
                 quantity=request.quantity,
                 accepted_seq=self._last_seq,
                 accepted_at_ms=int(now * 1000),
+                email=request.email,
+                phone=request.phone,
             )
             pending = self._pending.setdefault(request.event_id, [])
             pending.append(accepted)

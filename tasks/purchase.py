@@ -17,6 +17,7 @@ from flashsale.messages import PurchaseBatch
 from flashsale.settings import get_settings
 from tasks.allocation import SeatAllocator
 from tasks.app import app
+from tasks.purchase_saga import orchestrator, saga_starter
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +30,7 @@ def _allocator() -> SeatAllocator:
         inventory_table=settings.inventory_table,
         orders_table=settings.orders_table,
         max_per_request=settings.max_tickets_per_request,
+        start_saga=saga_starter(orchestrator(), settings),
     )
 
 

@@ -125,6 +125,26 @@ def relay_statements(queues: Iterable[WorkQueue], tables: DataTables) -> list[St
     ]
 
 
+def sweeper_statements(tables: DataTables) -> list[Statement]:
+    """Find due sagas, move them (saga state and outbox records in one transaction), report
+    the quarantined count."""
+    sagas, outbox = tables.tables[Table.SAGAS], tables.tables[Table.OUTBOX]
+    return [
+        _allow(
+            "Sagas",
+            ["dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem"],
+            [sagas.arn, *tables.index_arns(Table.SAGAS)],
+        ),
+        _allow("SagaCommands", ["dynamodb:PutItem"], [outbox.arn]),
+        _allow(
+            "SweeperMetrics",
+            ["cloudwatch:PutMetricData"],
+            ["*"],
+            Condition={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+        ),
+    ]
+
+
 @dataclass(frozen=True)
 class ServiceRoleArgs:
     stack: str

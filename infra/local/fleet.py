@@ -46,8 +46,13 @@ class Fleet:
         concurrency: int = 1,
         config_module: str | None = None,
         ready_timeout: float = 60.0,
+        extra_env: dict[str, str] | None = None,
     ) -> AppProcess:
-        """Start ``celery -A tasks worker`` on ``queues`` and wait until it says it is ready."""
+        """Start ``celery -A tasks worker`` on ``queues`` and wait until it says it is ready.
+
+        ``extra_env`` is added to the stack's environment: e.g. ``AWS_ENDPOINT_URL_SQS`` to put
+        a fault-injecting proxy between this worker and the emulator.
+        """
         args = [
             sys.executable,
             "-m",
@@ -67,8 +72,10 @@ class Fleet:
             "--without-mingle",
             "--without-heartbeat",
         ]
-        extra_env = {"CELERY_CONFIG_MODULE": config_module} if config_module else {}
-        process = self._spawn(name, args, extra_env)
+        env = dict(extra_env or {})
+        if config_module:
+            env["CELERY_CONFIG_MODULE"] = config_module
+        process = self._spawn(name, args, env)
         self._wait_for_line(process, " ready.", ready_timeout)
         return process
 
@@ -144,3 +151,48 @@ class Fleet:
     def stop_all(self, timeout: float = 30.0) -> None:
         for name in list(self.processes):
             self.stop(name, timeout)
+
+    def start_provider(
+        self,
+        name: str,
+        *,
+        port: int,
+        ledger: Path,
+        args: list[str] | None = None,
+        ready_timeout: float = 30.0,
+    ) -> AppProcess:
+        """Start the local payment provider (``python -m payments.provider``) on ``port`` with
+        its ledger at ``ledger`` (kept across restarts) and wait for its ``provider.ready``.
+        ``args`` adds fault flags, e.g. ``["--crash-after-charge-rate", "1"]``."""
+        command = [
+            sys.executable,
+            "-m",
+            "payments.provider",
+            "--port",
+            str(port),
+            "--ledger",
+            str(ledger),
+            *(args or []),
+        ]
+        process = self._spawn(name, command, {})
+        self._wait_for_line(process, '"provider.ready"', ready_timeout)
+        return process
+
+    def start_sweeper(
+        self,
+        name: str,
+        *,
+        extra_env: dict[str, str] | None = None,
+        interval: float = 0.5,
+        ready_timeout: float = 60.0,
+    ) -> AppProcess:
+        """Start the saga sweeper (``python -m saga sweep``) and wait for its ``sweeper.ready``."""
+        command = [sys.executable, "-m", "saga", "sweep", "--interval", str(interval)]
+        process = self._spawn(name, command, extra_env or {})
+        self._wait_for_line(process, '"sweeper.ready"', ready_timeout)
+        return process
+
+
+def provider_url(port: int) -> str:
+    """The base URL of a provider started by ``Fleet.start_provider`` on ``port``."""
+    return f"http://127.0.0.1:{port}"

@@ -1,8 +1,9 @@
 """The outbox relay as real processes (``python -m outbox.relay``) against the local stack.
 
 Events are written with the unit of work, exactly as a purchase transaction writes them, and
-read back raw from the payments queue (a standard queue): each message body is decoded to the
-Celery task's ``event`` argument. Counts are exact; waits poll a condition with a deadline.
+read back raw from the payments queue (a standard queue, in the order it hands messages out):
+each message body is decoded to the Celery task's ``event`` argument. Record and lease state is
+read with BatchGetItem. Counts are exact; waits poll a condition with a deadline.
 """
 
 from __future__ import annotations
@@ -15,27 +16,41 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from local_stacks import running_stack
 from polling import wait_until
 
 from flashsale.dynamo import from_item
-from flashsale.names import OUTBOX_PENDING_SHARD, OUTBOX_PK, QueueRole
+from flashsale.names import OUTBOX_PENDING_SHARD, OUTBOX_PK, OUTBOX_SK, QueueRole
 from flashsale.settings import Settings
-from infra.local.fleet import Fleet
-from outbox.leases import LEASE_PREFIX, OWNER, lease_key
+from infra.local.fleet import AppProcess, Fleet
+from outbox.leases import LEASE_UNTIL, OWNER, assign, lease_key
 from outbox.records import OutboxRecord
+from outbox.relay import CrashPoint
 from outbox.store import UnitOfWork
 
 pytestmark = pytest.mark.integration
 
+LEASE_SECONDS = 3.0
+# A dead relay's heartbeat and leases expire within one lease duration; the survivors notice at
+# their next membership check (every third of one) and may need one more to hand shards over
+# among themselves: two durations bound the takeover (``outbox/leases.py``).
+TAKEOVER_BOUND_SECONDS = 2 * LEASE_SECONDS
 FAST_RELAY = {
-    "FLASHSALE_RELAY_LEASE_SECONDS": "3",
+    "FLASHSALE_RELAY_LEASE_SECONDS": str(LEASE_SECONDS),
     "FLASHSALE_RELAY_POLL_INTERVAL": "0.1",
     "FLASHSALE_RELAY_METRICS_INTERVAL": "2",
 }
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Its own stack: the queues are read whole, so no other module's outbox records (the
+    purchase sagas' commands) may be relayed into them."""
+    yield from running_stack(tmp_path_factory)
 
 
 @pytest.fixture
@@ -54,6 +69,7 @@ class Outbox:
         self.sqs = clients["sqs"]
         self.run = uuid.uuid4().hex[:8]
         self.records: list[OutboxRecord] = []
+        self.stream: list[tuple[str, int, str]] = []  # (aggregate, sequence, event id) received
 
     def write(self, aggregates: int, per_aggregate: int, **fields: Any) -> list[OutboxRecord]:
         """``per_aggregate`` events for each of ``aggregates`` orders, committed 25 at a time
@@ -92,17 +108,12 @@ class Outbox:
         return {int(i["sequence"]): i for i in self.stored()}
 
     def stored(self) -> list[dict[str, Any]]:
-        items = []
-        for aggregate in {r.aggregate_id for r in self.records}:
-            response = self.ddb.query(
-                TableName=self.settings.outbox_table,
-                KeyConditionExpression="#pk = :a",
-                ExpressionAttributeNames={"#pk": OUTBOX_PK},
-                ExpressionAttributeValues={":a": {"S": aggregate}},
-                ConsistentRead=True,
-            )
-            items += [from_item(i) for i in response["Items"]]
-        return items
+        """Every record of this run, read consistently with BatchGetItem (100 keys a call)."""
+        keys = [
+            {OUTBOX_PK: {"S": r.aggregate_id}, OUTBOX_SK: {"N": str(r.sequence)}}
+            for r in self.records
+        ]
+        return [from_item(i) for i in batch_get(self.ddb, self.settings.outbox_table, keys)]
 
     def receive(self, expected: set[str], timeout: float) -> Counter[str]:
         """Event ids received (with repeats) from the payments queue until ``expected`` all
@@ -121,6 +132,9 @@ class Outbox:
                 assert envelope["headers"]["id"] == event["event_id"]
                 if event["aggregate_id"].startswith(self.run):
                     seen[event["event_id"]] += 1
+                    self.stream.append(
+                        (event["aggregate_id"], event["sequence"], event["event_id"])
+                    )
             if messages:
                 self.sqs.delete_message_batch(
                     QueueUrl=url,
@@ -156,8 +170,69 @@ class Outbox:
             dispatched = [float(i["dispatched_at"]) for i in events]
             assert dispatched == sorted(dispatched), f"{aggregate} dispatched out of order"
 
+    def assert_delivered_in_order(self) -> None:
+        """Per aggregate, the delivered stream never goes back: first deliveries in sequence
+        order, a redelivery only of the latest event (1, 2, 2, 3 — never 1, 2, 1)."""
+        by_aggregate: dict[str, list[int]] = {}
+        for aggregate, sequence, _ in self.stream:
+            by_aggregate.setdefault(aggregate, []).append(sequence)
+        expected = {r.aggregate_id for r in self.records}
+        assert set(by_aggregate) == expected
+        for aggregate, sequences in by_aggregate.items():
+            assert sequences == sorted(sequences), f"{aggregate} delivered as {sequences}"
+            assert sorted(set(sequences)) == list(range(1, len(set(sequences)) + 1))
+
     def all_marked(self) -> bool:
         return all(i.get("dispatches") == 1 for i in self.stored())
+
+
+def batch_get(ddb: Any, table: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items for ``keys``, consistently, 100 keys per BatchGetItem (unprocessed keys retried)."""
+    items: list[dict[str, Any]] = []
+    for start in range(0, len(keys), 100):
+        request: dict[str, Any] = {
+            table: {"Keys": list(keys[start : start + 100]), "ConsistentRead": True}
+        }
+        while request:
+            response = ddb.batch_get_item(RequestItems=request)
+            items += response["Responses"].get(table, [])
+            request = response.get("UnprocessedKeys") or {}
+    return items
+
+
+def lease_owners(ddb: Any, settings: Settings) -> dict[int, str | None]:
+    """Each shard's owner while its lease runs (None: free, released or expired)."""
+    keys = [lease_key(s) for s in range(settings.outbox_shards)]
+    now = time.time()
+    owners: dict[int, str | None] = dict.fromkeys(range(settings.outbox_shards))
+    for item in map(from_item, batch_get(ddb, settings.outbox_table, keys)):
+        if float(item[LEASE_UNTIL]) > now:
+            owners[int(str(item[OUTBOX_PK]).split("#")[1])] = str(item[OWNER])
+    return owners
+
+
+def split_as_assigned(ddb: Any, settings: Settings, relays: Sequence[str]) -> bool:
+    """Every shard leased to the relay the membership assigns it to."""
+    wanted = {s: r for r, shards in assign(settings.outbox_shards, relays).items() for s in shards}
+    return lease_owners(ddb, settings) == wanted
+
+
+def log_events(process: AppProcess, name: str) -> list[dict[str, Any]]:
+    """A relay process's structured log lines of one event (``relay.dispatched``, ...)."""
+    events = []
+    for line in process.log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # not one of the relay's JSON lines
+        if isinstance(entry, dict) and entry.get("event") == name:
+            events.append(entry)
+    return events
+
+
+def dispatched_by(process: AppProcess) -> int:
+    """Records a relay process marked dispatched, from its ``relay.dispatched`` lines."""
+    return sum(int(e["count"]) for e in log_events(process, "relay.dispatched"))
 
 
 @pytest.fixture
@@ -184,6 +259,7 @@ def test_relay__delivers_every_event_once_per_aggregate_in_order(
     assert max(seen.values()) == 1  # no crash, no duplicate
     wait_until(outbox.all_marked, 30, "every record marked")
     outbox.assert_marked_once_in_order()
+    outbox.assert_delivered_in_order()
 
 
 def test_relay__started_after_an_outage_drains_the_backlog(
@@ -244,15 +320,142 @@ def test_two_relays__split_the_shards_and_deliver_every_event_in_order(
 
     assert set(seen) == {r.event_id for r in records}
     outbox.assert_marked_once_in_order()
-    owners = {
-        from_item(
-            clients["dynamodb"].get_item(
-                TableName=settings.outbox_table, Key=lease_key(s), ConsistentRead=True
-            )["Item"]
-        )[OWNER]
-        for s in range(settings.outbox_shards)
-    }
-    assert owners == {"relay-a", "relay-b"}, f"{LEASE_PREFIX}* owners: {owners}"
+    outbox.assert_delivered_in_order()
+    owners = set(lease_owners(clients["dynamodb"], settings).values())
+    assert owners == {"relay-a", "relay-b"}, f"lease owners: {owners}"
+
+
+class IdempotentConsumer:
+    """A downstream effect keyed by event id, as the Celery tasks do it: a redelivered event
+    is seen again and skipped."""
+
+    def __init__(self) -> None:
+        self.effects: Counter[str] = Counter()
+
+    def handle(self, event_id: str) -> bool:
+        if event_id in self.effects:
+            return False
+        self.effects[event_id] += 1
+        return True
+
+
+def relay_until_all_marked(
+    fleet: Fleet, outbox: Outbox, point: CrashPoint, probability: float, deadline: float
+) -> list[AppProcess]:
+    """Run one relay with the crash drill armed, restarting it (same owner, as a supervisor
+    would) every time it kills itself, until every record is marked. Returns every process."""
+    owner = f"drill-{point.value}-{outbox.run}"
+    processes: list[AppProcess] = []
+    stop_at = time.monotonic() + deadline
+    while True:
+        process = fleet.start_relay(
+            f"{owner}-{len(processes)}",
+            # --owner again: the last one wins, one owner for every restart (own log each).
+            args=["--owner", owner, "--no-metrics", "--crash-at", point.value,
+                  "--crash-probability", str(probability)],
+        )  # fmt: skip
+        processes.append(process)
+        wait_until(
+            lambda p=process: not p.alive() or outbox.all_marked(),
+            max(stop_at - time.monotonic(), 0.0),
+            f"relay #{len(processes)} to die or every record to be marked ({point.value} drill)",
+        )
+        if process.alive():
+            return processes
+
+
+@pytest.mark.parametrize("point", list(CrashPoint), ids=[p.value for p in CrashPoint])
+def test_relay__sigkilled_at_each_point_many_times_delivers_all_and_effects_happen_once(
+    fleet: Fleet, outbox: Outbox, point: CrashPoint
+) -> None:
+    records = outbox.write(aggregates=60, per_aggregate=5)
+
+    processes = relay_until_all_marked(fleet, outbox, point, probability=0.3, deadline=300)
+
+    dead, survivor = processes[:-1], processes[-1]
+    drills = [e for p in dead for e in log_events(p, "relay.crash_drill")]
+    # Each dead relay killed itself with SIGKILL at the drill's point, and only there.
+    assert [p.popen.returncode for p in dead] == [-signal.SIGKILL] * len(dead)
+    assert len(drills) == len(dead) >= 3, f"{len(dead)} crashes"
+    assert {d["point"] for d in drills} == {point.value}
+    assert log_events(survivor, "relay.crash_drill") == []
+    seen = outbox.receive({r.event_id for r in records}, timeout=120)
+    consumer = IdempotentConsumer()
+    applied = [consumer.handle(event_id) for _, _, event_id in outbox.stream]
+
+    assert len(seen) == len(records) == 300
+    assert sum(applied) == len(consumer.effects) == 300  # every effect exactly once
+    assert max(consumer.effects.values()) == 1
+    duplicates = sum(seen.values()) - len(records)
+    if point is CrashPoint.AFTER_READ:
+        assert duplicates == 0  # killed before sending: nothing went out twice
+    else:
+        # Killed after sending, before marking: exactly what the drill named was sent again.
+        unmarked = Counter(event_id for d in drills for event_id in d["event_ids"])
+        assert duplicates == sum(unmarked.values()) > 0
+        assert seen == Counter({r.event_id: 1 for r in records}) + unmarked
+    outbox.assert_marked_once_in_order()
+    outbox.assert_delivered_in_order()
+    print(f"\n{point.value}: {len(dead)} SIGKILLs, {duplicates} redeliveries, 300 effects")
+
+
+def start_three(fleet: Fleet, clients: dict[str, Any], settings: Settings) -> list[str]:
+    names = ["relay-x", "relay-y", "relay-z"]
+    for name in names:
+        fleet.start_relay(name)
+    wait_until(
+        lambda: split_as_assigned(clients["dynamodb"], settings, names),
+        30,
+        "the three relays to split the shards",
+        interval=0.1,
+    )
+    return names
+
+
+def test_three_relays__split_the_shards_and_deliver_every_event_once_in_order(
+    fleet: Fleet, outbox: Outbox, settings: Settings, clients: dict[str, Any]
+) -> None:
+    names = start_three(fleet, clients, settings)
+    records = outbox.write(aggregates=60, per_aggregate=5)
+
+    seen = outbox.receive({r.event_id for r in records}, timeout=120)
+    wait_until(outbox.all_marked, 60, "every record marked")
+
+    assert seen == Counter({r.event_id: 1 for r in records})  # no crash, no duplicate
+    outbox.assert_marked_once_in_order()
+    outbox.assert_delivered_in_order()
+    assert split_as_assigned(clients["dynamodb"], settings, names)  # 3 + 3 + 2 shards
+    shares = {n: dispatched_by(fleet.processes[n]) for n in names}
+    assert sum(shares.values()) == 300 and min(shares.values()) > 0, shares
+
+
+def test_three_relays__survivors_take_a_killed_relays_shards_over_within_the_lease_bound(
+    fleet: Fleet, outbox: Outbox, settings: Settings, clients: dict[str, Any]
+) -> None:
+    names = start_three(fleet, clients, settings)
+    orphaned = assign(settings.outbox_shards, names)["relay-y"]
+
+    fleet.kill("relay-y", signal.SIGKILL)
+    killed = time.monotonic()
+    records = outbox.write(aggregates=60, per_aggregate=2)  # the dead relay's shards too
+    survivors = ["relay-x", "relay-z"]
+    wait_until(
+        lambda: split_as_assigned(clients["dynamodb"], settings, survivors),
+        4 * TAKEOVER_BOUND_SECONDS,
+        "the survivors to lease every shard",
+        interval=0.05,
+    )
+    takeover = time.monotonic() - killed
+    seen = outbox.receive({r.event_id for r in records}, timeout=120)
+    wait_until(outbox.all_marked, 60, "every record marked")
+
+    assert takeover < TAKEOVER_BOUND_SECONDS, f"takeover took {takeover:.2f} s"
+    assert seen == Counter({r.event_id: 1 for r in records})
+    outbox.assert_marked_once_in_order()
+    outbox.assert_delivered_in_order()
+    owners = lease_owners(clients["dynamodb"], settings)
+    assert {owners[s] for s in orphaned} <= set(survivors)
+    print(f"\ntakeover of {orphaned}: {takeover:.2f} s (bound {TAKEOVER_BOUND_SECONDS} s)")
 
 
 def test_relay__parks_an_undeliverable_record_after_n_attempts_and_carries_on(
@@ -283,7 +486,7 @@ def test_relay__parks_an_undeliverable_record_after_n_attempts_and_carries_on(
     assert (
         "NonExistentQueue" in item["parked_reason"] or "QueueDoesNotExist" in item["parked_reason"]
     )
-    log = fleet.processes["relay-park"].log.read_text()
-    assert '"relay.parked"' in log and doomed.event_id in log
+    parked_lines = log_events(fleet.processes["relay-park"], "relay.parked")
+    assert [e["event_id"] for e in parked_lines] == [doomed.event_id]
     # A parked record no longer holds its aggregate back.
     assert set(outbox.receive({follower.event_id}, timeout=60)) == {follower.event_id}

@@ -6,7 +6,15 @@ import json
 
 from mocked_stack import QUEUE, ROLE, ROLE_POLICY, TABLE, ProgramRun
 
-from flashsale.names import METRICS_NAMESPACE, PROJECT, RELAY_ROLE, WORKER_ROLE, Output, Table
+from flashsale.names import (
+    METRICS_NAMESPACE,
+    PROJECT,
+    RELAY_ROLE,
+    SWEEPER_ROLE,
+    WORKER_ROLE,
+    Output,
+    Table,
+)
 
 WORKER_ACTIONS = {
     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
@@ -20,6 +28,11 @@ RELAY_ACTIONS = {
     "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams",
     "sqs:SendMessage", "sqs:GetQueueAttributes", "cloudwatch:PutMetricData",
 }  # fmt: skip
+SWEEPER_ACTIONS = {
+    "dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem",
+    "cloudwatch:PutMetricData",
+}  # fmt: skip
+ROLES = {WORKER_ROLE: WORKER_ACTIONS, RELAY_ROLE: RELAY_ACTIONS, SWEEPER_ROLE: SWEEPER_ACTIONS}
 
 
 def statements(run: ProgramRun, role: str) -> list[dict]:
@@ -33,12 +46,16 @@ def allowed(run: ProgramRun, role: str) -> list[dict]:
 
 
 def own_resources(run: ProgramRun, role: str) -> set[str]:
-    """The ARNs each role may name: the worker all queues and tables, the relay far fewer."""
+    """The ARNs each role may name: the worker all queues and tables, the relay and the
+    sweeper far fewer."""
     queues = {q.state["arn"] for q in run.of_type(QUEUE) if "redrivePolicy" in q.inputs}
     outbox = run.named(TABLE, Table.OUTBOX.physical_name(run.stack))
     outbox_index = f"{outbox.state['arn']}/index/pending"
     if role == RELAY_ROLE:
         return queues | {outbox.state["arn"], outbox_index, outbox.state["streamArn"]}
+    if role == SWEEPER_ROLE:
+        sagas = run.named(TABLE, Table.SAGAS.physical_name(run.stack)).state["arn"]
+        return {sagas, f"{sagas}/index/active", outbox.state["arn"]}
     tables = {t.state["arn"] for t in run.of_type(TABLE)}
     indexes = {
         f"{t.state['arn']}/index/{i['name']}"
@@ -58,13 +75,13 @@ def test_roles__are_assumed_only_by_ecs_tasks(run: ProgramRun) -> None:
 
 
 def test_roles__allow_only_the_calls_their_process_makes(run: ProgramRun) -> None:
-    for role, expected in ((WORKER_ROLE, WORKER_ACTIONS), (RELAY_ROLE, RELAY_ACTIONS)):
+    for role, expected in ROLES.items():
         actions = {a for s in allowed(run, role) for a in s["Action"]}
         assert actions == expected, f"role {role}: extra {actions - expected}"
 
 
 def test_roles__name_no_wildcard_resource_but_the_two_aws_forces(run: ProgramRun) -> None:
-    for role in (WORKER_ROLE, RELAY_ROLE):
+    for role in ROLES:
         for statement in allowed(run, role):
             wildcards = [r for r in statement["Resource"] if "*" in r]
             if not wildcards:
@@ -85,7 +102,7 @@ def test_roles__name_no_wildcard_resource_but_the_two_aws_forces(run: ProgramRun
 
 
 def test_roles__touch_only_their_own_resources(run: ProgramRun) -> None:
-    for role in (WORKER_ROLE, RELAY_ROLE):
+    for role in ROLES:
         named = {r for s in allowed(run, role) for r in s["Resource"] if r != "*"}
         foreign = named - own_resources(run, role)
         assert not foreign, f"role {role} reaches resources not its own: {sorted(foreign)}"

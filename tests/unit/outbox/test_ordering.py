@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from conftest import MakeRecord
 
 from flashsale.names import QueueRole
-from outbox.ordering import Pending, batches, heads, ready
+from outbox.ordering import Pending, State, batches, heads, ready
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -47,20 +47,31 @@ def test_ready__waits_for_a_pending_predecessor_and_drops_what_is_no_longer_pend
     a3, b1, c2, d1 = (
         Pending(make_record(x, n)) for x, n in [("a", 3), ("b", 1), ("c", 2), ("d", 1)]
     )
+    pending, gone = State(pending=True), State(pending=False)
     state = {
-        ("a", 3): True, ("a", 2): True,  # a's earlier event not out yet (stale index)
-        ("b", 1): True,
-        ("c", 2): True, ("c", 1): False,  # c1 dispatched
-        ("d", 1): False,  # dispatched since the index was read
+        ("a", 3): pending, ("a", 2): pending,  # a's earlier event not out yet (stale index)
+        ("b", 1): pending,
+        ("c", 2): pending, ("c", 1): gone,  # c1 dispatched
+        ("d", 1): gone,  # dispatched since the index was read
     }  # fmt: skip
 
-    assert ready([a3, b1, c2, d1], state) == [b1, c2]
+    assert ready([a3, b1, c2, d1], state, now=0.0) == [b1, c2]
 
 
 def test_ready__a_missing_predecessor_does_not_block(make_record: MakeRecord) -> None:
     late = Pending(make_record("a", 9))
 
-    assert ready([late], {("a", 9): True}) == [late]
+    assert ready([late], {("a", 9): State(pending=True)}, now=0.0) == [late]
+
+
+def test_ready__a_predecessor_sent_with_a_delay_holds_its_successor_until_visible(
+    make_record: MakeRecord,
+) -> None:
+    second = Pending(make_record("a", 2))
+    state = {("a", 2): State(pending=True), ("a", 1): State(pending=False, visible_at=130.0)}
+
+    assert ready([second], state, now=129.9) == []
+    assert ready([second], state, now=130.0) == [second]
 
 
 def test_batches__at_most_ten_per_call_and_one_destination_per_call(

@@ -26,6 +26,44 @@ def test_record__round_trips_through_its_dynamodb_item(make_record: MakeRecord) 
     assert item[OUTBOX_PENDING_SHARD] == {"N": str(shard_of(record.aggregate_id, 8))}
 
 
+def test_record__round_trips_its_delay_and_reads_an_item_without_one_as_no_delay(
+    make_record: MakeRecord,
+) -> None:
+    record = make_record(delay_seconds=900)
+    item = record.to_item(8)
+    legacy = {k: v for k, v in item.items() if k != "delay_seconds"}  # written before the field
+
+    assert item["delay_seconds"] == {"N": "900"}
+    assert OutboxRecord.from_item(item) == record
+    assert OutboxRecord.from_item(legacy).delay_seconds == 0
+
+
+def test_record__is_not_delayed_by_default(make_record: MakeRecord) -> None:
+    record = make_record()
+
+    assert record.delay_seconds == 0
+    assert "DelaySeconds" not in record.batch_entry("0")
+
+
+def test_batch_entry__carries_the_delay_as_sqs_delay_seconds(make_record: MakeRecord) -> None:
+    assert make_record(delay_seconds=45).batch_entry("0")["DelaySeconds"] == 45
+
+
+@pytest.mark.parametrize("delay", [-1, 901])
+def test_record__refuses_a_delay_outside_what_sqs_allows(
+    make_record: MakeRecord, delay: int
+) -> None:
+    with pytest.raises(ValueError, match="delay_seconds"):
+        make_record(delay_seconds=delay)
+
+
+def test_record__refuses_a_delay_for_a_fifo_destination(make_record: MakeRecord) -> None:
+    with pytest.raises(ValueError, match="FIFO queues do not support a per-message delay"):
+        make_record(destination=QueueRole.PURCHASES, delay_seconds=5)
+
+    assert make_record(destination=QueueRole.PURCHASES, delay_seconds=0).delay_seconds == 0
+
+
 def test_record__expires_seven_days_after_creation_by_default(make_record: MakeRecord) -> None:
     created = datetime(2030, 1, 1, tzinfo=UTC)
 

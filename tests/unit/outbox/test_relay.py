@@ -13,7 +13,8 @@ from flashsale.dynamo import from_item
 from flashsale.names import OUTBOX_PENDING_SHARD, OUTBOX_PK, QueueRole
 from outbox.leases import Leases, assign
 from outbox.pending import PendingStore
-from outbox.relay import Relay, RelayConfig
+from outbox.records import shard_of
+from outbox.relay import CrashPoint, Relay, RelayConfig, parse_args
 from outbox.sender import Sender
 from outbox.store import UnitOfWork
 
@@ -165,3 +166,114 @@ def test_relay__parks_an_undeliverable_record_after_max_attempts(
     assert relay.counters.parked == 1
     relay.run_round()  # the parked record no longer holds its aggregate back
     assert [e["event_id"] for e in received(aws, queues[QueueRole.PAYMENTS])] == [follower.event_id]
+
+
+def test_relay__sends_a_delayed_record_with_delay_seconds_and_holds_its_successor_until_visible(
+    aws: dict[str, Any], queues: dict[QueueRole, str], make_record: MakeRecord
+) -> None:
+    retry, after = make_record("order-1", delay_seconds=30), make_record("order-1")
+    write(aws, retry, after)
+    clock = Clock()
+    relay = make_relay(aws, queues, clock, "r1")
+
+    assert relay.run_round() == 1  # the delayed record goes out
+    clock.now += 29
+    assert relay.run_round() == 0  # its message is not visible yet: the next one waits
+    clock.now += 1
+    assert relay.run_round() == 1
+
+    url = queues[QueueRole.PAYMENTS]
+    attributes = aws["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"  # moto: real time
+    assert [e["event_id"] for e in received(aws, url)] == [after.event_id]
+    assert {i["sequence"]: i["dispatches"] for i in outbox_items(aws)} == {1: 1, 2: 1}
+
+
+class Killed(BaseException):
+    """The unit tests' SIGKILL: not an Exception, so no handler of the relay runs."""
+
+
+def one_shard_aggregates(count: int) -> list[str]:
+    """Aggregate ids that all hash to shard 0, so one shard's round is the whole story."""
+    return [a for a in (f"order-{n}" for n in range(1000)) if shard_of(a, SHARDS) == 0][:count]
+
+
+@pytest.mark.parametrize(
+    ("point", "sent_at_crash", "redelivered"),
+    [
+        (CrashPoint.AFTER_READ, 0, 0),
+        (CrashPoint.AFTER_SEND, 10, 10),  # the first SendMessageBatch of the twelve records
+        (CrashPoint.BEFORE_MARK, 12, 12),
+    ],
+)
+def test_relay__crash_drill_kills_at_its_point_and_a_restart_delivers_the_rest_marking_once(
+    aws: dict[str, Any],
+    queues: dict[QueueRole, str],
+    make_record: MakeRecord,
+    point: CrashPoint,
+    sent_at_crash: int,
+    redelivered: int,
+) -> None:
+    records = [make_record(a) for a in one_shard_aggregates(12)]
+    write(aws, *records)
+    url = queues[QueueRole.PAYMENTS]
+    seen_at_crash: list[tuple[int, int]] = []
+
+    def kill() -> None:
+        sent = aws["sqs"].get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
+        marked = sum(i["dispatches"] for i in outbox_items(aws))
+        seen_at_crash.append((int(sent), marked))
+        raise Killed
+
+    clock = Clock()
+    doomed = make_relay(aws, queues, clock, "r1", crash_at=point, crash_probability=1.0)
+    doomed._kill = kill
+    with pytest.raises(Killed):
+        doomed.run_round()
+    # Restarted under the same owner: it takes its leases back at once, no expiry to wait.
+    restarted = make_relay(aws, queues, clock, "r1")
+    while restarted.run_round():
+        pass
+
+    assert seen_at_crash == [(sent_at_crash, 0)]
+    events = [e["event_id"] for e in received(aws, url)]
+    assert sorted(set(events)) == sorted(r.event_id for r in records)
+    assert len(events) - len(records) == redelivered
+    assert [i["dispatches"] for i in outbox_items(aws)] == [1] * len(records)
+
+
+def test_relay__crash_drill_is_off_by_default_and_at_probability_zero(
+    aws: dict[str, Any], queues: dict[QueueRole, str], make_record: MakeRecord
+) -> None:
+    write(aws, *(make_record(f"order-{n}") for n in range(8)))
+
+    def kill() -> None:
+        raise Killed
+
+    relays = [
+        make_relay(aws, queues, Clock(), "r1"),
+        make_relay(aws, queues, Clock(), "r1", crash_at="after_send", crash_probability=0.0),
+    ]
+    for relay in relays:
+        relay._kill = kill
+
+    assert RelayConfig(owner="x").crash_at is None
+    assert relays[0].run_round() == 8
+    write(aws, *(make_record(f"order-{n}") for n in range(8)))
+    assert relays[1].run_round() == 8
+
+
+def test_relay_cli__reads_the_crash_drill_from_flags_and_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = parse_args(["--crash-at", "before_mark", "--crash-probability", "0.25"])
+    monkeypatch.setenv("FLASHSALE_RELAY_CRASH_AT", "after_read")
+    monkeypatch.setenv("FLASHSALE_RELAY_CRASH_PROBABILITY", "0.5")
+
+    assert (args.crash_at, args.crash_probability) == ("before_mark", 0.25)
+    config = RelayConfig()
+    assert (config.crash_at, config.crash_probability) == (CrashPoint.AFTER_READ, 0.5)
+    with pytest.raises(SystemExit):
+        parse_args(["--crash-at", "somewhere"])

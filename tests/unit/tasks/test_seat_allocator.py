@@ -237,10 +237,36 @@ def test_allocator__rejects_over_the_limit_and_records_why(
 def test_allocator__a_full_batch_fits_one_read_and_one_transaction(
     tables: Tables, make_batch: MakeBatch
 ) -> None:
-    """90 requests: 91 keys in BatchGetItem, 91 items in TransactWriteItems (limits: 100)."""
-    event = tables.new_event("gig", capacity=60)
+    """32 confirmed requests: 33 keys in BatchGetItem; 97 items in TransactWriteItems (an order,
+    a saga and its first command per seat, plus the counter). DynamoDB allows 100."""
+    event = tables.new_event("gig", capacity=32)
+    calls = CountingClient(tables.ddb)
 
-    outcome = tables.allocator().allocate(make_batch(event, [1] * 90))
+    outcome = tables.allocator(calls, sagas=True).allocate(make_batch(event, [1] * 32))
 
-    assert outcome.summary() == {"confirmed": 60, "sold_out": 30, "rejected": 0, "duplicates": 0}
-    assert tables.sold(event) == 60
+    assert outcome.summary() == {"confirmed": 32, "sold_out": 0, "rejected": 0, "duplicates": 0}
+    assert tables.sold(event) == 32
+    assert calls.counts == {"batch_get_item": 1, "transact_write_items": 1}
+    assert calls.largest_transaction == 97
+
+
+class CountingClient:
+    """A DynamoDB client that counts calls and remembers the largest transaction."""
+
+    def __init__(self, ddb: Any) -> None:
+        self._ddb = ddb
+        self.counts: dict[str, int] = {}
+        self.largest_transaction = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._ddb, name)
+
+        def call(**kwargs: Any) -> Any:
+            self.counts[name] = self.counts.get(name, 0) + 1
+            if name == "transact_write_items":
+                self.largest_transaction = max(
+                    self.largest_transaction, len(kwargs["TransactItems"])
+                )
+            return method(**kwargs)
+
+        return call

@@ -1,0 +1,59 @@
+"""Notification steps: the purchase confirmation (the saga's last, retriable step) and the
+cancellation notice sent once a purchase has been undone.
+
+Both go through ``notifications.Notifier``, which sends at most once per order, kind and
+channel. The confirmation is a retriable saga step: a transient failure is re-raised, so SQS
+redelivers it with backoff and finally dead-letters it, and the purchase stands meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from notifications import (
+    Notification,
+    NotificationKind,
+    TransientNotificationError,
+    notifier_from_settings,
+)
+from saga import Command, SagaNotFound, SagaState, StepResult
+from tasks.app import app
+from tasks.purchase_saga import orchestrator
+
+
+def notification(state: SagaState, kind: NotificationKind) -> Notification:
+    """The saga's notification of ``kind`` to the buyer's addresses."""
+    data = state.data
+    return Notification(
+        order_id=state.saga_id,
+        kind=kind,
+        event_id=str(data["event_id"]),
+        quantity=int(str(data["quantity"])),
+        email=str(data["email"]) if data.get("email") else None,
+        phone=str(data["phone"]) if data.get("phone") else None,
+        ticket_code=str(data["ticket_code"]) if data.get("ticket_code") else None,
+        amount_cents=int(str(data["amount_cents"])),
+        currency=str(data["currency"]),
+        reason=state.reason[:200] or None,
+    )
+
+
+def confirm(state: SagaState) -> StepResult:
+    deliveries = notifier_from_settings().send(notification(state, NotificationKind.CONFIRMATION))
+    return StepResult(data={"confirmation": [d.status.value for d in deliveries]})
+
+
+@app.task(name="tasks.notify.confirmation", acks_late=True)
+def confirmation(event: dict[str, Any]) -> str:
+    return orchestrator().handle(event, confirm, transient=(TransientNotificationError,))
+
+
+@app.task(name="tasks.notify.cancellation", acks_late=True)
+def cancellation(event: dict[str, Any]) -> str:
+    """Tell the buyer their purchase was undone; sent by the saga when it is compensated."""
+    command = Command.model_validate(event["payload"])
+    state = orchestrator().store.get(command.saga_id)
+    if state is None:
+        raise SagaNotFound(command.saga_id)
+    deliveries = notifier_from_settings().send(notification(state, NotificationKind.CANCELLATION))
+    return ",".join(d.status.value for d in deliveries)

@@ -1,0 +1,321 @@
+"""The purchase saga end to end on its own local stack: real workers on every queue, a real
+relay, the sweeper and the payment provider as separate processes; SES and SNS read back.
+
+Every count is exact: orders and sagas from DynamoDB, charges from the provider's own ledger,
+e-mails and SMS from LocalStack's records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from local_mailbox import sent_emails, sent_sms
+from local_stacks import running_stack
+from polling import wait_until
+from sale_harness import PURCHASES, Sale, open_sale
+
+from flashsale.messages import Fulfilment, OrderStatus, PurchaseRequest
+from flashsale.names import QueueRole
+from flashsale.settings import Settings
+from infra.local.fleet import Fleet, provider_url
+from infra.local.ports import free_port
+from payments.control import ProviderControl
+from payments.provider import declines
+from saga import SagaState, SagaStatus, SagaStore
+
+pytestmark = pytest.mark.integration
+
+DECLINE_RATE = 0.3
+STEP_TIMEOUT = "20"
+SAGA_QUEUES = [
+    QueueRole.PAYMENTS.celery_queue,
+    QueueRole.TICKETS.celery_queue,
+]
+NOTIFY_QUEUES = [QueueRole.NOTIFICATIONS.celery_queue, QueueRole.NOTIFICATIONS_LOW.celery_queue]
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Its own stack: the provider's ledger, SES and the queues are counted whole."""
+    yield from running_stack(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def provider_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def pipeline_env(environ: dict[str, str], provider_port: int) -> dict[str, str]:
+    return environ | {
+        "FLASHSALE_PAYMENT_PROVIDER_URL": provider_url(provider_port),
+        "FLASHSALE_SAGA_STEP_TIMEOUT_SECONDS": STEP_TIMEOUT,
+        "FLASHSALE_SAGA_BACKOFF_SECONDS": "0.5",
+        "FLASHSALE_SAGA_BACKOFF_CAP_SECONDS": "2",
+    }
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    pipeline_env: dict[str, str], provider_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """The whole pipeline: purchase, saga and notification workers, relay, sweeper, provider."""
+    logs = tmp_path_factory.mktemp("pipeline-logs")
+    fleet = Fleet(pipeline_env, logs)
+    fleet.start_provider(
+        "provider", port=provider_port, ledger=logs / "ledger.db",
+        args=["--decline-rate", str(DECLINE_RATE)],
+    )  # fmt: skip
+    fleet.start_worker("purchase", [PURCHASES])
+    fleet.start_worker("saga", SAGA_QUEUES, concurrency=2)
+    fleet.start_worker("notify", NOTIFY_QUEUES)
+    fleet.start_relay("relay")
+    fleet.start_sweeper("sweeper")
+    yield fleet
+    fleet.stop_all()
+
+
+@pytest.fixture(scope="module")
+def provider(fleet: Fleet, provider_port: int) -> Iterator[ProviderControl]:
+    with ProviderControl(provider_url(provider_port)) as control:
+        yield control
+
+
+@pytest.fixture
+def sale(fleet: Fleet, settings: Settings, clients: dict[str, Any]) -> Iterator[Sale]:
+    with open_sale(fleet, settings, clients) as sale:
+        yield sale
+
+
+@pytest.fixture(scope="module")
+def sagas(settings: Settings) -> SagaStore:
+    return SagaStore(
+        boto3.client("dynamodb"), table=settings.sagas_table, shards=settings.saga_shards
+    )
+
+
+def buyers(event_id: str, first: int, count: int) -> list[dict[str, Any]]:
+    """Single-seat requests with an e-mail address; every third buyer gives a phone too."""
+    return [
+        {"event_id": event_id, "buyer_id": f"b{n}", "quantity": 1, "request_id": f"r{n}",
+         "email": f"b{n}.{event_id}@example.com"}
+        | ({"phone": f"+1555{n:07d}"} if n % 3 == 0 else {})
+        for n in range(first, first + count)
+    ]  # fmt: skip
+
+
+def settled(
+    sale: Sale, sagas: SagaStore, event_id: str, expected_orders: int, timeout: float
+) -> tuple[list[dict[str, Any]], dict[str, SagaState]]:
+    """The event's orders and the sagas of its confirmed seats, once every saga is final."""
+    sale.decided(event_id, expected_orders, timeout)
+    found: dict[str, SagaState] = {}
+
+    def all_final() -> bool:
+        confirmed = [
+            o["order_id"] for o in sale.orders(event_id) if o["status"] == OrderStatus.CONFIRMED
+        ]
+        found.clear()
+        found.update(sagas.get_many(confirmed))
+        return len(found) == len(confirmed) and all(s.status.final for s in found.values())
+
+    wait_until(all_final, timeout, f"every saga of {event_id} final")
+    return sale.orders(event_id), found
+
+
+def test_contested_sale_with_declines__every_declined_seat_is_resold(
+    sale: Sale, sagas: SagaStore, provider: ProviderControl
+) -> None:
+    capacity = 40
+    event_id = sale.new_event(capacity)
+    first, wave = 0, 80
+    for _ in range(8):  # waves until the released seats are sold too
+        sale.fire(buyers(event_id, first, wave))
+        first += wave
+        orders, states = settled(sale, sagas, event_id, first, timeout=180)
+        ticketed = [o for o in orders if o.get("fulfilment") == Fulfilment.TICKETED]
+        if len(ticketed) == capacity:
+            break
+    else:
+        pytest.fail("the seats were not all sold after 8 waves")
+
+    released = [o for o in orders if o.get("fulfilment") == Fulfilment.RELEASED]
+    ledger = sale.ledger(event_id, orders)
+    charges = {c["key"]: c for c in provider.charges() if c["key"] in states}
+    captured = {k for k, c in charges.items() if c["status"] == "succeeded" and not c["refund_id"]}
+    assert released, "the decline rate gave no declines: the test proved nothing"
+    assert ledger.sold_counter == ledger.seats_taken == capacity == len(ticketed)
+    assert ledger.oversold == 0
+    assert ledger.fcfs_inversions == 0
+    assert {o["order_id"] for o in ticketed} == captured  # charges = confirmed orders
+    assert all(states[o["order_id"]].status is SagaStatus.COMPENSATED for o in released)
+    assert all(charges[o["order_id"]]["status"] == "declined" for o in released)
+    assert len(states) == len(ticketed) + len(released)  # every saga ended one way or the other
+    for order in ticketed:  # exactly one confirmation per confirmed order, per channel
+        email = f"{order['buyer_id']}.{event_id}@example.com"
+        subjects = [m["Subject"] for m in sent_emails(to=email)]
+        assert subjects == [f"Your 1 ticket for {event_id}"], email
+    cancelled = [f"{o['buyer_id']}.{event_id}@example.com" for o in released]
+    wait_until(  # low priority: it may still be on its way
+        lambda: all(len(sent_emails(to=email)) == 1 for email in cancelled), 30, "cancellations"
+    )
+    phones = [
+        f"+1555{int(o['buyer_id'][1:]):07d}" for o in ticketed if int(o["buyer_id"][1:]) % 3 == 0
+    ]
+    assert all(len(sent_sms(phone)) == 1 for phone in phones)
+
+
+def restart(fleet: Fleet, name: str, queues: list[str], **env: str) -> None:
+    """Restart a worker with ``env`` added (fault drills, a short hold), or without it."""
+    fleet.stop(name)
+    fleet.start_worker(name, queues, concurrency=2 if name == "saga" else 1, extra_env=env)
+
+
+def paying_buyers(event_id: str, count: int) -> list[dict[str, Any]]:
+    """Buyers whose card the provider accepts (its declines are a function of the order id)."""
+    chosen = []
+    for request in buyers(event_id, 0, count * 4):
+        order_id = PurchaseRequest.model_validate(request).order_id
+        if not declines(order_id, DECLINE_RATE):
+            chosen.append(request)
+    return chosen[:count]
+
+
+def history(sagas: SagaStore, order_id: str) -> list[tuple[str, str]]:
+    state = sagas.get(order_id)
+    assert state is not None, order_id
+    return [(h.step, h.event) for h in state.history]
+
+
+def test_crashes_at_every_step_boundary__no_duplicate_charge_no_lost_order(
+    fleet: Fleet, sale: Sale, sagas: SagaStore, provider: ProviderControl, provider_port: int
+) -> None:
+    """Saga workers SIGKILL themselves after a step's effect and after its commit; the provider
+    dies after recording a charge, before answering. Everything is restarted until done."""
+    drill = {"FLASHSALE_SAGA_CRASH_AT": "after_work,after_commit",
+             "FLASHSALE_SAGA_CRASH_PROBABILITY": "0.15"}  # fmt: skip
+    restart(fleet, "saga", SAGA_QUEUES, **drill)
+    restart(fleet, "notify", NOTIFY_QUEUES, **drill)
+    provider.set_faults(crash_after_charge_rate=0.2)
+    provider_crashes = 0
+    event_id = sale.new_event(60)
+    sale.fire(buyers(event_id, 0, 120))
+    sale.decided(event_id, 120, timeout=60)
+
+    def settled_while_restarting() -> bool:
+        nonlocal provider_crashes
+        if not fleet.processes["provider"].alive():
+            provider_crashes += 1
+            fleet.start_provider(
+                "provider", port=provider_port, ledger=fleet.log_dir / "ledger.db",
+                args=["--decline-rate", str(DECLINE_RATE)],
+            )  # fmt: skip
+            if provider_crashes < 4:
+                provider.set_faults(crash_after_charge_rate=0.2)
+        confirmed = [o["order_id"] for o in sale.orders(event_id) if o["status"] == "confirmed"]
+        states = sagas.get_many(confirmed)
+        return len(states) == len(confirmed) and all(s.status.final for s in states.values())
+
+    wait_until(settled_while_restarting, 300, "every saga final through the crashes")
+    provider.set_faults(crash_after_charge_rate=0)
+    crashes = sum(
+        fleet.processes[name].log.read_text().count("drill.crash") for name in ("saga", "notify")
+    )
+    restart(fleet, "saga", SAGA_QUEUES)
+    restart(fleet, "notify", NOTIFY_QUEUES)
+
+    orders = sale.orders(event_id)
+    held = {o["order_id"] for o in orders if o["status"] == "confirmed"}
+    ticketed = {o["order_id"] for o in orders if o.get("fulfilment") == Fulfilment.TICKETED}
+    charges = [c for c in provider.charges() if c["key"] in held]
+    captured = {c["key"] for c in charges if c["status"] == "succeeded" and not c["refund_id"]}
+    ledger = sale.ledger(event_id, orders)
+    assert provider_crashes > 0 and crashes > 0, "no crash happened: the test proved nothing"
+    assert len(charges) == len({c["key"] for c in charges})  # one charge per order at most
+    assert captured == ticketed  # no order charged without a ticket, none lost
+    assert ledger.oversold == 0 and ledger.sold_counter == ledger.seats_taken
+    assert {sagas.get(o).status for o in held} <= {SagaStatus.COMPLETED, SagaStatus.COMPENSATED}
+
+
+def test_ticketing_failing__refunds_then_releases(
+    fleet: Fleet, sale: Sale, sagas: SagaStore, provider: ProviderControl
+) -> None:
+    restart(fleet, "saga", SAGA_QUEUES, FLASHSALE_TICKET_FAULT_RATE="1")
+    event_id = sale.new_event(3)
+    requests = paying_buyers(event_id, 3)
+    sale.fire(requests)
+    orders, states = settled(sale, sagas, event_id, 3, timeout=120)
+    restart(fleet, "saga", SAGA_QUEUES)
+
+    refunded = {c["key"] for c in provider.charges() if c["refund_id"]}
+    for order in orders:
+        steps = history(sagas, order["order_id"])
+        assert steps[-3:] == [
+            ("issue_ticket", "failed"),
+            ("charge_payment", "compensated"),
+            ("reserve_seat", "compensated"),
+        ], steps
+        assert order["fulfilment"] == Fulfilment.RELEASED
+    assert refunded >= set(states) and len(states) == 3
+    assert sale.ledger(event_id, orders).sold_counter == 0
+
+
+def test_hold_expiring__releases_the_seat_and_voids_the_charge(
+    fleet: Fleet, sale: Sale, sagas: SagaStore, provider: ProviderControl
+) -> None:
+    """Payments stop; the hold (3 s) runs out; the sweeper undoes the saga."""
+    restart(fleet, "purchase", [PURCHASES], FLASHSALE_HOLD_SECONDS="3")
+    fleet.stop("saga")
+    event_id = sale.new_event(2)
+    sale.fire(paying_buyers(event_id, 2))
+    orders = sale.decided(event_id, 2, timeout=60)
+    ids = [o["order_id"] for o in orders]
+    wait_until(
+        lambda: all(s.status is SagaStatus.COMPENSATING for s in sagas.get_many(ids).values()),
+        60, "the sweeper to expire both holds",
+    )  # fmt: skip
+    fleet.start_worker("saga", SAGA_QUEUES, concurrency=2)
+    restart(fleet, "purchase", [PURCHASES])
+    orders, states = settled(sale, sagas, event_id, 2, timeout=120)
+
+    assert {s.status for s in states.values()} == {SagaStatus.COMPENSATED}
+    assert all(("charge_payment", "failed") in history(sagas, i) for i in ids)
+    assert set(ids) <= set(provider.voided_keys())  # the late charges cannot happen any more
+    assert not [c for c in provider.charges() if c["key"] in ids]
+    assert {o["fulfilment"] for o in orders} == {Fulfilment.RELEASED}
+    assert sale.ledger(event_id, orders).sold_counter == 0
+
+
+def test_stuck_saga__is_resumed_by_the_sweeper(
+    fleet: Fleet, sale: Sale, sagas: SagaStore, settings: Settings, provider: ProviderControl
+) -> None:
+    """The charge command is lost (taken off the queue while no worker runs): after the step
+    timeout the sweeper sends it again and the saga completes, charged once."""
+    fleet.stop("saga")
+    event_id = sale.new_event(1)
+    sale.fire(paying_buyers(event_id, 1))
+    (order,) = sale.decided(event_id, 1, timeout=60)
+    sqs = sale.sqs
+    lost: list[str] = []
+
+    def take_the_command() -> bool:
+        messages = sqs.receive_message(
+            QueueUrl=settings.payments_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
+        for message in messages:
+            sqs.delete_message(
+                QueueUrl=settings.payments_queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+            lost.append(message["MessageId"])
+        return bool(lost)
+
+    wait_until(take_the_command, 30, "the charge command on the payments queue")
+    fleet.start_worker("saga", SAGA_QUEUES, concurrency=2)
+    _, states = settled(sale, sagas, event_id, 1, timeout=120)
+
+    assert states[order["order_id"]].status is SagaStatus.COMPLETED
+    assert ("charge_payment", "retrying") in history(sagas, order["order_id"])
+    assert [c["key"] for c in provider.charges()].count(order["order_id"]) == 1

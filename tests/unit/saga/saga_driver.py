@@ -1,0 +1,137 @@
+"""Drives purchase sagas in-process over moto: reads the commands the outbox holds and runs
+each step's work the way the worker's task would, with a fake payment provider. What the relay
+and Celery add (delivery, redelivery) is simulated by calling ``deliver`` again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from moto_tables import Tables
+
+from flashsale.dynamo import from_item
+from flashsale.names import OUTBOX_PK, OUTBOX_SK, Table
+from payments.client import Charge, Refund, RefundStatus
+from payments.exceptions import ProviderUnavailable
+from saga import Orchestrator, SagaState, StepResult
+from tasks.payment import charge_buyer, refund_buyer
+from tasks.tickets import issue_ticket, release_seat
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeProvider:
+    """Stripe-like: a key's first answer is final; a refund voids a key with no charge."""
+
+    declined: set[str] = field(default_factory=set)
+    failures: int = 0  # the next calls that raise ProviderUnavailable
+    charges: dict[str, Charge] = field(default_factory=dict)
+    refunds: dict[str, RefundStatus] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def charge(self, *, key: str, amount: int, currency: str, description: str) -> Charge:
+        self.calls.append(("charge", key))
+        if self.failures:
+            self.failures -= 1
+            raise ProviderUnavailable("503")
+        if key in self.refunds:
+            return Charge(key, "", amount, currency, succeeded=False, decline_code="charge_voided")
+        ok = key not in self.declined
+        return self.charges.setdefault(
+            key, Charge(key, f"ch_{key[:8]}", amount, currency, ok, None if ok else "card_declined")
+        )
+
+    def refund(self, *, key: str) -> Refund:
+        self.calls.append(("refund", key))
+        if self.failures:
+            self.failures -= 1
+            raise ProviderUnavailable("503")
+        charge = self.charges.get(key)
+        status = (
+            RefundStatus.VOIDED
+            if charge is None
+            else RefundStatus.REFUNDED
+            if charge.succeeded
+            else RefundStatus.NOTHING_TO_REFUND
+        )
+        self.refunds.setdefault(key, status)
+        return Refund(key=key, status=self.refunds[key])
+
+    def captured(self) -> set[str]:
+        return {k for k, c in self.charges.items() if c.succeeded and k not in self.refunds}
+
+
+@dataclass
+class Driver:
+    tables: Tables
+    orchestrator: Orchestrator
+    provider: FakeProvider
+    clock: Callable[[], float]
+    ticket_fault_rate: float = 0.0
+    done: set[str] = field(default_factory=set)
+    delivered: list[tuple[str, str]] = field(default_factory=list)  # (task, saga id)
+    notified: list[tuple[str, str]] = field(default_factory=list)  # (kind, saga id)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Commands not yet delivered, the lowest sequence of each saga (relay order)."""
+        items = self.tables.ddb.scan(TableName=self.tables.names[Table.OUTBOX])["Items"]
+        records = sorted(
+            (from_item(i) for i in items), key=lambda r: (r[OUTBOX_PK], int(r[OUTBOX_SK]))
+        )
+        heads: dict[str, dict[str, Any]] = {}
+        for record in records:
+            if record["event_id"] not in self.done:
+                heads.setdefault(record[OUTBOX_PK], record)
+        return list(heads.values())
+
+    def deliver(self, record: dict[str, Any]) -> str:
+        event = {"event_id": record["event_id"], "payload": json.loads(record["payload"])}
+        self.delivered.append((record["task"], record[OUTBOX_PK]))
+        outcome = self.run(record["task"], event)
+        self.done.add(record["event_id"])
+        return outcome
+
+    def run_all(self, limit: int = 1000) -> None:
+        for _ in range(limit):
+            pending = self.pending()
+            if not pending:
+                return
+            for record in pending:
+                self.deliver(record)
+        raise AssertionError("sagas did not settle")
+
+    def run(self, task: str, event: dict[str, Any]) -> str:
+        names = self.tables.names
+        if task == "tasks.notify.cancellation":
+            self.notified.append(("cancellation", event["payload"]["saga_id"]))
+            return "sent"
+        works: dict[str, Callable[[SagaState], StepResult]] = {
+            "tasks.payment.charge": lambda s: charge_buyer(self.provider, s, now=self.clock()),
+            "tasks.payment.refund": lambda s: refund_buyer(self.provider, s),
+            "tasks.tickets.issue": lambda s: issue_ticket(
+                s, orders_table=names[Table.ORDERS], fault_rate=self.ticket_fault_rate
+            ),
+            "tasks.tickets.release_seat": lambda s: release_seat(
+                s,
+                orders_table=names[Table.ORDERS],
+                inventory_table=names[Table.INVENTORY],
+                now=self.clock(),
+            ),
+            "tasks.notify.confirmation": self._confirm,
+        }
+        return self.orchestrator.handle(event, works[task], transient=(ProviderUnavailable,))
+
+    def _confirm(self, state: SagaState) -> StepResult:
+        self.notified.append(("confirmation", state.saga_id))
+        return StepResult()

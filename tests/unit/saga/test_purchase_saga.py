@@ -1,0 +1,211 @@
+"""The purchase saga end to end over moto: allocation creates sagas, steps run from the
+outbox's commands, compensations undo in reverse, the sweeper resumes and expires."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from moto_tables import Tables
+from saga_driver import Clock, Driver
+
+from flashsale.messages import AcceptedRequest, PurchaseBatch, PurchaseRequest
+from flashsale.settings import get_settings
+from saga import SagaStatus, Sweeper
+from tasks.purchase_saga import saga_data
+
+EVENT = "gig"
+
+
+def request(n: int, quantity: int = 1) -> AcceptedRequest:
+    raw = PurchaseRequest(event_id=EVENT, buyer_id=f"b{n}", quantity=quantity, request_id=f"r{n}")
+    return AcceptedRequest(
+        order_id=raw.order_id, buyer_id=raw.buyer_id, request_id=raw.request_id,
+        quantity=quantity, accepted_seq=n, accepted_at_ms=n, email=f"b{n}@example.com",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def sell(tables: Tables, driver: Driver) -> Callable[..., list[str]]:
+    """``sell(capacity, buyers)``: an event, one batch of single-seat requests, allocated with
+    sagas; the order ids."""
+
+    def sell(capacity: int, buyers: int, *, first: int = 1) -> list[str]:
+        if first == 1:
+            tables.new_event(EVENT, capacity)
+        requests = [request(n) for n in range(first, first + buyers)]
+        allocator = tables.allocator(sagas=True)
+        allocator._start_saga = _with_clock(driver)  # the hold expires on the test's clock
+        allocator.allocate(PurchaseBatch(event_id=EVENT, requests=requests))
+        return [r.order_id for r in requests]
+
+    return sell
+
+
+def _with_clock(driver: Driver) -> Callable[[str, AcceptedRequest], list[dict[str, object]]]:
+    def start(event_id: str, req: AcceptedRequest) -> list[dict[str, object]]:
+        return driver.orchestrator.start_items(
+            req.order_id, saga_data(event_id, req, get_settings()), expires_at=driver.clock() + 600
+        )
+
+    return start
+
+
+def status(driver: Driver, order_id: str) -> SagaStatus:
+    state = driver.orchestrator.store.get(order_id)
+    assert state is not None
+    return state.status
+
+
+def fulfilment(tables: Tables, order_id: str) -> str | None:
+    return next(o for o in tables.orders_of(EVENT) if o["order_id"] == order_id).get("fulfilment")
+
+
+def test_saga__happy_path_charges_tickets_and_confirms_once(
+    tables: Tables, driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    orders = sell(capacity=3, buyers=3)
+
+    driver.run_all()
+
+    assert {status(driver, o) for o in orders} == {SagaStatus.COMPLETED}
+    assert {fulfilment(tables, o) for o in orders} == {"ticketed"}
+    assert driver.provider.captured() == set(orders)
+    assert sorted(driver.notified) == sorted(("confirmation", o) for o in orders)
+    assert tables.sold(EVENT) == 3
+
+
+def test_saga__a_decline_releases_the_seat_and_tells_the_buyer(
+    tables: Tables, driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    declined, paid = sell(capacity=2, buyers=2)
+    driver.provider.declined.add(declined)
+
+    driver.run_all()
+
+    assert status(driver, declined) is SagaStatus.COMPENSATED
+    assert status(driver, paid) is SagaStatus.COMPLETED
+    assert fulfilment(tables, declined) == "released"
+    assert tables.sold(EVENT) == 1  # the declined seat is back on sale
+    assert ("cancellation", declined) in driver.notified
+    assert ("tasks.payment.refund", declined) not in driver.delivered  # nothing was charged
+    assert driver.provider.captured() == {paid}
+
+
+def test_saga__a_released_seat_is_sold_to_a_later_buyer(
+    tables: Tables, driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    first, _ = sell(capacity=1, buyers=2)
+    driver.provider.declined.add(first)
+    driver.run_all()
+
+    (late,) = sell(capacity=1, buyers=1, first=3)
+    driver.run_all()
+
+    assert status(driver, late) is SagaStatus.COMPLETED
+    assert tables.sold(EVENT) == 1 and driver.provider.captured() == {late}
+
+
+def test_saga__ticketing_failing_refunds_then_releases(
+    tables: Tables, driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    (order,) = sell(capacity=1, buyers=1)
+    driver.ticket_fault_rate = 1.0
+
+    driver.run_all()
+
+    assert [task for task, _ in driver.delivered] == [
+        "tasks.payment.charge", "tasks.tickets.issue", "tasks.payment.refund",
+        "tasks.tickets.release_seat", "tasks.notify.cancellation",
+    ]  # fmt: skip
+    assert driver.provider.refunds == {order: "refunded"} and not driver.provider.captured()
+    assert tables.sold(EVENT) == 0 and fulfilment(tables, order) == "released"
+
+
+def test_saga__a_redelivered_command_has_no_second_effect(
+    tables: Tables, driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    (order,) = sell(capacity=1, buyers=1)
+    (charge,) = driver.pending()
+    driver.deliver(charge)
+
+    assert driver.deliver(charge) == "stale"
+    driver.run_all()
+    assert driver.provider.calls == [("charge", order)]
+    assert driver.notified == [("confirmation", order)]
+
+
+def test_saga__provider_errors_are_retried_with_the_same_key(
+    driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    (order,) = sell(capacity=1, buyers=1)
+    driver.provider.failures = 2
+
+    driver.run_all()
+
+    assert status(driver, order) is SagaStatus.COMPLETED
+    assert driver.provider.calls == [("charge", order)] * 3
+    state = driver.orchestrator.store.get(order)
+    assert state is not None
+    assert [h.event for h in state.history if h.step == "charge_payment"] == [
+        "retrying", "retrying", "succeeded",
+    ]  # fmt: skip
+
+
+def test_saga__a_step_that_keeps_failing_is_compensated_including_itself(
+    tables: Tables, driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    (order,) = sell(capacity=1, buyers=1)
+    driver.provider.failures = 3  # every charge attempt (policy: 3 attempts)
+
+    driver.run_all()
+
+    assert status(driver, order) is SagaStatus.COMPENSATED
+    assert driver.provider.refunds == {order: "voided"}  # a late charge would be refused
+    assert tables.sold(EVENT) == 0
+
+
+def test_saga__a_compensation_that_keeps_failing_is_quarantined_then_resumed(
+    tables: Tables, driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    (order,) = sell(capacity=1, buyers=1)
+    driver.ticket_fault_rate = 1.0
+    (charge,) = driver.pending()
+    driver.deliver(charge)
+    (ticket,) = driver.pending()
+    driver.deliver(ticket)
+    driver.provider.failures = 3  # every refund attempt
+
+    driver.run_all()
+    assert status(driver, order) is SagaStatus.QUARANTINED
+    sweeper = Sweeper({"purchase": driver.orchestrator}, driver.orchestrator.store)
+    assert sweeper.quarantined() == 1
+
+    assert driver.orchestrator.resume(order) == "resumed"
+    driver.run_all()
+    assert status(driver, order) is SagaStatus.COMPENSATED and sweeper.quarantined() == 0
+    assert tables.sold(EVENT) == 0 and not driver.provider.captured()
+
+
+def test_sweeper__resends_a_lost_command_and_expires_a_hold(
+    tables: Tables, driver: Driver, clock: Clock, sell: Callable[..., list[str]]
+) -> None:
+    lost, expired = sell(capacity=2, buyers=2)
+    sweeper = Sweeper({"purchase": driver.orchestrator}, driver.orchestrator.store, clock=clock)
+    for record in driver.pending():
+        driver.done.add(record["event_id"])  # both charge commands lost with a crashed worker
+    assert sweeper.sweep_once().due == 0
+
+    clock.now += 200  # past the step timeout (120 s), before the hold expires (600 s)
+    assert sweeper.sweep_once().outcomes == {"retrying": 2}
+    for record in driver.pending():
+        if record["aggregate_id"] == expired:
+            driver.done.add(record["event_id"])  # lost again
+    driver.run_all()  # the resent charge, then the rest of its saga
+    clock.now += 600
+    sweeper.sweep_once()
+    driver.run_all()
+
+    assert status(driver, lost) is SagaStatus.COMPLETED
+    assert status(driver, expired) is SagaStatus.COMPENSATED
+    assert fulfilment(tables, expired) == "released" and tables.sold(EVENT) == 1

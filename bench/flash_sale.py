@@ -28,8 +28,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.ledger import Ledger, read_ledger
+from bench.pipeline import (
+    PipelineSpec,
+    confirmed_ids,
+    saga_figures,
+    saga_store,
+    start_pipeline,
+    wait_for_sagas,
+)
 from bench.poison import count_dead_letters, poison_bodies, send_poison
-from bench.report import comparison_table, sale_table
+from bench.report import comparison_table, saga_table, sale_table
 from bench.stats import CallCounter
 from flashsale import aws
 from flashsale.messages import PurchaseBatch
@@ -37,6 +45,7 @@ from flashsale.names import QueueRole
 from flashsale.settings import OUTPUTS_FILE_ENV, get_settings
 from infra.local import up
 from infra.local.fleet import Fleet
+from saga import SagaState
 from tasks.intake import Accepted, Intake, parse_request
 from tasks.inventory import create_event, event_orders, get_inventory
 from tasks.loadgen import Burst, fire, requests
@@ -57,6 +66,9 @@ class SaleSpec:
     workers: int = 4
     seed: int = 7
     baseline: bool = False  # Celery defaults, task.apply_async, one request per message
+    # The purchase saga behind the seat decisions (payment, ticket, notification), with
+    # this share of cards declined; None: seat decisions only.
+    pipeline: PipelineSpec | None = None
     timeout_s: float = 900.0
 
 
@@ -73,6 +85,7 @@ class SaleResult:
     ledger: Ledger
     duration_s: float
     aws_calls: dict[str, int] = field(default_factory=dict)
+    sagas: dict[str, Any] | None = None
 
     @property
     def lost(self) -> int:
@@ -114,7 +127,7 @@ class SaleResult:
             "sqs_calls_per_request": per_request["sqs"],
             "dynamodb_calls_per_request": per_request["dynamodb"],
             "workers": self.spec.workers,
-        }
+        } | ({"sagas": self.sagas} if self.sagas is not None else {})
 
 
 def _enqueue_baseline(burst_requests: list[dict[str, Any]], burst: Burst) -> int:
@@ -201,11 +214,16 @@ def _wait_for_dead_letters(spec: SaleSpec, run_id: str) -> int:
 
 
 def run_sale(spec: SaleSpec, fleet: Fleet, console: Console) -> SaleResult:
-    """Run one sale end to end with real workers; returns exact counts from the tables."""
+    """Run one sale end to end with real workers; returns exact counts from the tables.
+
+    With a pipeline, every held seat's saga runs to its end, and seats released by declined
+    payments are offered to waves of late buyers until sold or the waves run out.
+    """
     settings, ddb, sqs = get_settings(), aws.client("dynamodb"), aws.client("sqs")
     run_id = uuid.uuid4().hex[:10]
     event_id = f"sale-{run_id}"
     create_event(ddb, settings.inventory_table, event_id, spec.seats)
+    provider = start_pipeline(fleet, spec.pipeline, run_id) if spec.pipeline else None
     for n in range(spec.workers):
         fleet.start_worker(
             f"purchase-{run_id}-{n}",
@@ -230,21 +248,21 @@ def run_sale(spec: SaleSpec, fleet: Fleet, console: Console) -> SaleResult:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    intake = Intake(
+        sqs,
+        settings.purchases_queue_url,
+        batch_size=settings.purchase_batch_size,
+        linger_ms=settings.intake_linger_ms,
+        max_per_request=settings.max_tickets_per_request,
+    )
+    sagas = None
     with Progress(*columns, console=console) as progress:
         started = time.time()
         if spec.baseline:
             burst = Burst()
             messages = _enqueue_baseline(burst_requests, burst)
         else:
-            intake = Intake(
-                sqs,
-                settings.purchases_queue_url,
-                batch_size=settings.purchase_batch_size,
-                linger_ms=settings.intake_linger_ms,
-                max_per_request=settings.max_tickets_per_request,
-            )
             burst = fire(intake, burst_requests, progress)
-            intake.close()
             messages = intake.messages_sent
         send_poison(
             sqs,
@@ -253,10 +271,15 @@ def run_sale(spec: SaleSpec, fleet: Fleet, console: Console) -> SaleResult:
             fifo=True,
         )
         ledger = _wait_for_decisions(spec, event_id, len(burst.accepted), messages, progress)
-    calls = counter.read()  # before the DLQ is counted: its receives are not the path's
+        calls = counter.read()  # before the DLQ is counted: its receives are not the path's
+        # The spike's duration: resale waves come later and would dilute the throughput.
+        duration = max(ledger.last_decided_ms / 1000 - started, 1e-3)
+        if spec.pipeline and provider:
+            ledger = _settle_sagas(spec, spec.pipeline, event_id, intake, burst, progress)
+            sagas = saga_figures(event_id, *_orders_and_states(event_id), provider)
+    intake.close()
     dead = _wait_for_dead_letters(spec, run_id)
     fleet.stop_all()
-    duration = max(ledger.last_decided_ms / 1000 - started, 1e-3)
     return SaleResult(
         spec,
         event_id,
@@ -264,12 +287,48 @@ def run_sale(spec: SaleSpec, fleet: Fleet, console: Console) -> SaleResult:
         len(burst.accepted),
         burst.duplicates,
         burst.invalid,
-        messages,
+        intake.messages_sent if not spec.baseline else messages,
         dead,
         ledger,
         duration,
         calls,
+        sagas,
     )
+
+
+def _orders_and_states(event_id: str) -> tuple[list[dict[str, Any]], dict[str, SagaState]]:
+    settings = get_settings()
+    orders = event_orders(aws.client("dynamodb"), settings.orders_table, event_id)
+    return orders, saga_store().get_many(confirmed_ids(orders))
+
+
+def _settle_sagas(
+    spec: SaleSpec,
+    pipeline: PipelineSpec,
+    event_id: str,
+    intake: Intake,
+    burst: Burst,
+    progress: Progress,
+) -> Ledger:
+    """Wait for every saga to end; offer released seats to late buyers, wave after wave."""
+    settings, ddb = get_settings(), aws.client("dynamodb")
+    for wave in range(pipeline.resale_waves + 1):
+        orders = event_orders(ddb, settings.orders_table, event_id)
+        wait_for_sagas(confirmed_ids(orders), progress, spec.timeout_s)
+        inventory = get_inventory(ddb, settings.inventory_table, event_id) or {}
+        free = int(inventory["capacity"]) - int(inventory["sold"])
+        if free == 0 or wave == pipeline.resale_waves:
+            break
+        late = list(
+            requests(event_id, free * 3, duplicates=0, malformed=0, seed=wave, first=burst.sent)
+        )
+        more = fire(intake, late, progress)
+        burst.sent += more.sent
+        burst.accepted.update(more.accepted)
+        _wait_for_decisions(spec, event_id, len(burst.accepted), intake.messages_sent, progress)
+    orders = event_orders(ddb, settings.orders_table, event_id)
+    inventory = get_inventory(ddb, settings.inventory_table, event_id) or {}
+    return read_ledger(inventory, orders)
 
 
 def _fleet(stack_env: dict[str, str]) -> Fleet:
@@ -278,6 +337,7 @@ def _fleet(stack_env: dict[str, str]) -> Fleet:
 
 def _spec(args: argparse.Namespace, *, poison: int) -> SaleSpec:
     """The sale the command line asks for: 5% repeated request ids, 0.1% malformed."""
+    decline_rate = getattr(args, "decline_rate", None)
     return SaleSpec(
         requests=args.requests,
         seats=args.seats,
@@ -285,6 +345,7 @@ def _spec(args: argparse.Namespace, *, poison: int) -> SaleSpec:
         duplicates=args.requests // 20,
         malformed=args.requests // 1000,
         poison=poison,
+        pipeline=PipelineSpec(decline_rate=decline_rate) if decline_rate is not None else None,
     )
 
 
@@ -295,8 +356,12 @@ def demo(args: argparse.Namespace, console: Console) -> int:
         result = run_sale(spec, fleet, console)
     finally:
         fleet.stop_all()
-    console.print(sale_table(result.figures(), title=f"Flash sale {result.event_id}"))
-    return 0 if result.ledger.oversold == 0 and result.ledger.fcfs_inversions == 0 else 1
+    figures = result.figures()
+    console.print(sale_table(figures, title=f"Flash sale {result.event_id}"))
+    if result.sagas is not None:
+        console.print(saga_table(result.sagas, seats=spec.seats))
+    healthy = result.ledger.oversold == 0 and result.ledger.fcfs_inversions == 0
+    return 0 if healthy and result.lost == 0 else 1
 
 
 def bench(args: argparse.Namespace, console: Console) -> int:
@@ -359,9 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("demo", "bench"):
         command = sub.add_parser(name)
-        command.add_argument("--requests", type=int, default=20_000)
-        command.add_argument("--seats", type=int, default=5_000)
+        command.add_argument("--requests", type=int, default=10_000 if name == "demo" else 20_000)
+        command.add_argument("--seats", type=int, default=1_000 if name == "demo" else 5_000)
         command.add_argument("--workers", type=int, default=4)
+        if name == "demo":
+            command.add_argument(
+                "--decline-rate", type=float, default=0.1, help="share of cards declined"
+            )
         if name == "bench":
             command.add_argument("--baseline-requests", type=int, default=1_000)
     args = parser.parse_args(argv)

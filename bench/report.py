@@ -57,3 +57,37 @@ def comparison_table(
         table.add_row(label, _cell(tuned, label, key), _cell(base, label, key))
     table.add_row("throughput ratio", f"{ratios['throughput']}x", "1x", style="bold")
     return table
+
+
+# Rows of the saga table: (label, key, what must hold).
+_SAGA_ROWS = [
+    ("orders ticketed", "ticketed", "their seats = capacity when buyers suffice"),
+    ("orders released (declined, expired)", "released", "their seats back on sale"),
+    ("orders still holding seats", "still_held", "must be 0"),
+    ("charges (provider ledger)", "charges", ""),
+    ("declines", "declines", ""),
+    ("refunds", "refunds", ""),
+    ("voided payment keys", "voids", ""),
+    ("captured", "captured_cents", "= ticketed seats x price"),
+    ("sagas completed", "sagas_completed", "= ticketed"),
+    ("sagas compensated", "sagas_compensated", "= released"),
+    ("sagas quarantined", "sagas_quarantined", "must be 0"),
+    ("sagas unfinished", "sagas_unfinished", "must be 0"),
+    ("confirmation e-mails (SES)", "confirmation_emails", "= ticketed, once each"),
+    ("cancellation e-mails (SES)", "cancellation_emails", "= released"),
+    ("SMS (SNS)", "sms", "buyers who gave a phone"),
+]
+
+
+def saga_table(figures: Mapping[str, Any], *, seats: int) -> Table:
+    """What the purchase sagas did, next to the seats sold."""
+    table = Table(title=f"Purchase sagas ({seats:,} seats)")
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_column("", style="dim")
+    for label, key, rule in _SAGA_ROWS:
+        value = figures[key]
+        cell = f"{value / 100:,.2f}" if key == "captured_cents" else f"{value:,}"
+        bad = rule == "must be 0" and value != 0
+        table.add_row(label, cell, rule, style="bold red" if bad else None)
+    return table

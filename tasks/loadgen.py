@@ -48,9 +48,10 @@ class Burst:
 
 
 def requests(
-    event_id: str, count: int, *, duplicates: int, malformed: int, seed: int
+    event_id: str, count: int, *, duplicates: int, malformed: int, seed: int, first: int = 0
 ) -> Iterator[dict[str, Any]]:
-    """``count`` requests in arrival order: unique buyers, repeats and malformed mixed in."""
+    """``count`` requests in arrival order: unique buyers (numbered from ``first``, each with
+    an e-mail address, every fifth with a phone too), repeats and malformed mixed in."""
     rng = random.Random(seed)
     unique = count - duplicates - malformed
     if unique < 1:
@@ -63,13 +64,16 @@ def requests(
     issued: list[dict[str, Any]] = []
     for kind in [kinds[0], *rest]:
         if kind == "new":
-            n = len(issued)
+            n = first + len(issued)
             request = {
                 "event_id": event_id,
                 "buyer_id": f"buyer-{n}",
                 "quantity": rng.choice(_QUANTITIES),
                 "request_id": f"{event_id}.{n}",
+                "email": f"buyer-{n}@{event_id}.example.com",
             }
+            if n % 5 == 0:
+                request["phone"] = f"+1555{n % 10_000_000:07d}"
             issued.append(request)
             yield request
         elif kind == "dup":

@@ -22,8 +22,10 @@ from tasks.purchase_saga import orchestrator
 
 
 def notification(state: SagaState, kind: NotificationKind) -> Notification:
-    """The saga's notification of ``kind`` to the buyer's addresses."""
+    """The saga's notification of ``kind`` to the buyer's addresses; a cancellation mentions
+    money only if a charge was refunded."""
     data = state.data
+    charged = kind is NotificationKind.CONFIRMATION or data.get("refund") == "refunded"
     return Notification(
         order_id=state.saga_id,
         kind=kind,
@@ -32,7 +34,7 @@ def notification(state: SagaState, kind: NotificationKind) -> Notification:
         email=str(data["email"]) if data.get("email") else None,
         phone=str(data["phone"]) if data.get("phone") else None,
         ticket_code=str(data["ticket_code"]) if data.get("ticket_code") else None,
-        amount_cents=int(str(data["amount_cents"])),
+        amount_cents=int(str(data["amount_cents"])) if charged else None,
         currency=str(data["currency"]),
         reason=state.reason[:200] or None,
     )

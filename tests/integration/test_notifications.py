@@ -1,6 +1,6 @@
 """Buyer notifications against the local stack: real SES ``SendEmail`` and SNS SMS ``Publish``,
-read back from what LocalStack recorded as sent (``local_mailbox``); deduplication records in the
-stack's idempotency table (moto's DynamoDB)."""
+read back from what LocalStack recorded as sent (``infra.local.sent_messages``); deduplication
+records in the stack's idempotency table (moto's DynamoDB)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any
 
 import boto3
 import pytest
-from local_mailbox import sent_emails, sent_sms
 from polling import wait_until
 
 from flashsale.names import Output, Table
 from flashsale.settings import OUTPUTS_FILE_ENV, Settings
+from infra.local.sent_messages import sent_emails, sent_sms
 from notifications import (
     ChannelName,
     DeliveryStatus,

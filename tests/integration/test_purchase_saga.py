@@ -12,7 +12,6 @@ from typing import Any
 
 import boto3
 import pytest
-from local_mailbox import sent_emails, sent_sms
 from local_stacks import running_stack
 from polling import wait_until
 from sale_harness import PURCHASES, Sale, open_sale
@@ -22,6 +21,7 @@ from flashsale.names import QueueRole
 from flashsale.settings import Settings
 from infra.local.fleet import Fleet, provider_url
 from infra.local.ports import free_port
+from infra.local.sent_messages import sent_emails, sent_sms
 from payments.control import ProviderControl
 from payments.provider import declines
 from saga import SagaState, SagaStatus, SagaStore
@@ -65,17 +65,19 @@ def fleet(
     """The whole pipeline: purchase, saga and notification workers, relay, sweeper, provider."""
     logs = tmp_path_factory.mktemp("pipeline-logs")
     fleet = Fleet(pipeline_env, logs)
-    fleet.start_provider(
-        "provider", port=provider_port, ledger=logs / "ledger.db",
-        args=["--decline-rate", str(DECLINE_RATE)],
-    )  # fmt: skip
-    fleet.start_worker("purchase", [PURCHASES])
-    fleet.start_worker("saga", SAGA_QUEUES, concurrency=2)
-    fleet.start_worker("notify", NOTIFY_QUEUES)
-    fleet.start_relay("relay")
-    fleet.start_sweeper("sweeper")
-    yield fleet
-    fleet.stop_all()
+    try:
+        fleet.start_provider(
+            "provider", port=provider_port, ledger=logs / "ledger.db",
+            args=["--decline-rate", str(DECLINE_RATE)],
+        )  # fmt: skip
+        fleet.start_worker("purchase", [PURCHASES])
+        fleet.start_worker("saga", SAGA_QUEUES, concurrency=2)
+        fleet.start_worker("notify", NOTIFY_QUEUES)
+        fleet.start_relay("relay")
+        fleet.start_sweeper("sweeper")
+        yield fleet
+    finally:
+        fleet.stop_all()
 
 
 @pytest.fixture(scope="module")

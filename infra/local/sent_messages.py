@@ -9,8 +9,7 @@ LocalStack records every ``SendEmail`` (``GET /_aws/ses``) and every SMS ``Publi
 - An SMS is recorded by a background thread after ``Publish`` returns: poll for it (with
   ``polling.wait_until``) rather than reading once.
 
-Not named ``mailbox.py``: that is a standard-library module, and whichever is imported first
-would shadow the other.
+Used by the integration tests and the demo's closing table, to count notifications exactly.
 """
 
 from __future__ import annotations

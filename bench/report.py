@@ -13,7 +13,7 @@ _ROWS = [
     ("accepted (unique)", "accepted", ""),
     ("repeated request ids", "duplicates", "one order each"),
     ("refused at the intake", "invalid", "never enqueued"),
-    ("confirmed", "confirmed", ""),
+    ("confirmed (a seat held)", "confirmed", ""),
     ("sold out", "sold_out", ""),
     ("rejected", "rejected", ""),
     ("dead-lettered", "dead_lettered", "poison messages, exact"),

@@ -21,12 +21,10 @@ point, not only somewhere.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import random
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -41,6 +39,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flashsale import aws
+from flashsale.logs import configure_logging
 from flashsale.names import (
     METRICS_NAMESPACE,
     OUTBOX_LAG_METRIC,
@@ -360,21 +359,6 @@ def build_relay(settings: Settings, config: RelayConfig) -> Relay:
         metrics=Metrics(aws.client("cloudwatch"), config.metrics_interval, time.time)
         if config.metrics
         else None,
-    )
-
-
-def configure_logging(level: str) -> None:
-    """JSON lines on stdout, one per event."""
-    logging.basicConfig(level=level, stream=sys.stdout, format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
     )
 
 

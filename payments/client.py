@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import httpx
 import structlog
@@ -68,9 +68,8 @@ class PaymentProvider(Protocol):
     def refund(self, *, key: str) -> Refund: ...
 
 
-class HttpPaymentProvider:
-    """``PaymentProvider`` over ``payments.provider``'s HTTP API, one connection pool per
-    instance (thread-safe; ``provider_from_settings`` keeps one per process)."""
+class HttpApi:
+    """An HTTP client of the provider's API with one connection pool, closed on exit."""
 
     def __init__(
         self,
@@ -90,7 +89,7 @@ class HttpPaymentProvider:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> HttpPaymentProvider:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -100,6 +99,11 @@ class HttpPaymentProvider:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class HttpPaymentProvider(HttpApi):
+    """``PaymentProvider`` over ``payments.provider``'s HTTP API, one connection pool per
+    instance (thread-safe; ``provider_from_settings`` keeps one per process)."""
 
     def charge(self, *, key: str, amount: int, currency: str, description: str) -> Charge:
         response = self._post(

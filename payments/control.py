@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import httpx
 
+from payments.client import HttpApi
 
-class ProviderControl:
+
+class ProviderControl(HttpApi):
     """Reads the provider's ledger and changes its faults while it runs."""
 
     def __init__(self, base_url: str, timeout_seconds: float = 5.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_seconds)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ProviderControl:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().__init__(base_url, timeout_seconds)
 
     def healthy(self) -> bool:
         try:

@@ -137,13 +137,15 @@ class PendingStore:
         *,
         retry_after: float,
         park: bool,
+        counted: bool = True,
     ) -> bool:
-        """Count a failed send; park the record (out of the pending index) if ``park``.
+        """Record a failed send (counted towards parking if ``counted``); park the record (out
+        of the pending index) if ``park``.
 
         Returns False if the record was no longer pending (someone else dispatched it).
         """
         values: dict[str, Any] = {
-            ":one": {"N": "1"},
+            ":one": {"N": "1" if counted else "0"},
             ":error": {"S": error[:1000]},
         }
         names = {"#shard": OUTBOX_PENDING_SHARD, "#attempts": ATTEMPTS, "#error": LAST_ERROR}

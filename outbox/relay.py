@@ -260,8 +260,8 @@ class Relay:
         if result.sent:  # the drill names everything sent and not marked: the redeliveries
             self._drill(CrashPoint.AFTER_SEND, shard, sent)
         now = self._clock()
-        for pending, error in result.failed:
-            self._failed(shard, pending, error, now)
+        for pending, error, transient in result.failed:
+            self._failed(shard, pending, error, now, transient=transient)
         return len(batch)
 
     def _mark(self, shard: int, sent: list[Pending]) -> None:
@@ -312,11 +312,15 @@ class Relay:
         while len(self._done) > DONE_CACHE_SIZE:
             del self._done[next(iter(self._done))]
 
-    def _failed(self, shard: int, pending: Any, error: str, now: float) -> None:
-        attempts = pending.attempts + 1
-        park = attempts >= self.config.max_attempts
+    def _failed(self, shard: int, pending: Any, error: str, now: float, *, transient: bool) -> None:
+        """Back off from a failed send; park the record after ``max_attempts`` failures that
+        were not transient. A transient one (throttling, 5xx, no connection: an SQS outage)
+        is not counted, so an outage is waited out, never turned into parked records."""
+        attempts = pending.attempts + (0 if transient else 1)
+        park = not transient and attempts >= self.config.max_attempts
         delay = min(
-            self.config.retry_base_seconds * 2 ** (attempts - 1), self.config.retry_max_seconds
+            self.config.retry_base_seconds * 2 ** max(attempts - 1, 0),
+            self.config.retry_max_seconds,
         )
         self.counters.send_failures += 1
         ids = {
@@ -326,7 +330,12 @@ class Relay:
             "attempts": attempts,
         }
         if not self.store.record_failure(
-            self.leases.fence(shard), pending, error, retry_after=now + delay, park=park
+            self.leases.fence(shard),
+            pending,
+            error,
+            retry_after=now + delay,
+            park=park,
+            counted=not transient,
         ):
             self._remember([pending.key])
             return  # no longer pending: another send got it out

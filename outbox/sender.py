@@ -1,8 +1,9 @@
 """Sends outbox records to their queues as Celery task messages, ten per call.
 
 Transient failures (throttling, 5xx, connection errors, entries SQS did not blame on us) are
-retried within the round with jittered exponential backoff; what is left is returned as failed
-for the relay to count, back off and eventually park.
+retried within the round with jittered exponential backoff; what is left is returned as failed,
+marked transient or not: the relay backs off from both but parks a record only for failures
+that are not transient (an outage is waited out, and the lag alarm says so).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class _Transient(Exception):
 @dataclass
 class SendResult:
     sent: list[Pending] = field(default_factory=list)
-    failed: list[tuple[Pending, str]] = field(default_factory=list)
+    failed: list[tuple[Pending, str, bool]] = field(default_factory=list)  # ..., transient
     calls: int = 0
 
 
@@ -57,6 +58,7 @@ class Sender:
         result = SendResult()
         remaining = {str(i): p for i, p in enumerate(batch)}
         errors: dict[str, str] = {}
+        transient: set[str] = set()
 
         def attempt() -> None:
             result.calls += 1
@@ -69,11 +71,14 @@ class Sender:
                 for entry_id in remaining:
                     errors[entry_id] = f"{exc.response.get('Error', {}).get('Code')}: {exc}"
                 if _transient(exc):
+                    transient.update(remaining)
                     raise _Transient from exc
+                transient.difference_update(remaining)
                 return
             except BotoCoreError as exc:
                 for entry_id in remaining:
                     errors[entry_id] = f"{type(exc).__name__}: {exc}"
+                transient.update(remaining)
                 raise _Transient from exc
             for ok in response.get("Successful", []):
                 result.sent.append(remaining.pop(ok["Id"]))
@@ -81,7 +86,11 @@ class Sender:
             retry = False
             for failed in response.get("Failed", []):
                 errors[failed["Id"]] = f"{failed.get('Code')}: {failed.get('Message', '')}"
-                retry = retry or not failed.get("SenderFault", False)
+                if failed.get("SenderFault", False):
+                    transient.discard(failed["Id"])
+                else:
+                    transient.add(failed["Id"])
+                    retry = True
             if retry:
                 raise _Transient
 
@@ -96,5 +105,7 @@ class Sender:
                     attempt()
         except _Transient:
             pass
-        result.failed = [(p, errors.get(i, "not sent")) for i, p in remaining.items()]
+        result.failed = [
+            (p, errors.get(i, "not sent"), i in transient) for i, p in remaining.items()
+        ]
         return result

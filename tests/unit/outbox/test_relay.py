@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from conftest import TABLE, MakeRecord
 
 from flashsale.dynamo import from_item
@@ -166,6 +167,44 @@ def test_relay__parks_an_undeliverable_record_after_max_attempts(
     assert relay.counters.parked == 1
     relay.run_round()  # the parked record no longer holds its aggregate back
     assert [e["event_id"] for e in received(aws, queues[QueueRole.PAYMENTS])] == [follower.event_id]
+
+
+class SqsOutage:
+    """An SQS client whose SendMessageBatch is throttled while ``down``."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.down = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def send_message_batch(self, **kwargs: Any) -> Any:
+        if self.down:
+            error = {"Error": {"Code": "RequestThrottled", "Message": "slow down"},
+                     "ResponseMetadata": {"HTTPStatusCode": 400}}  # fmt: skip
+            raise ClientError(error, "SendMessageBatch")
+        return self._sqs.send_message_batch(**kwargs)
+
+
+def test_relay__waits_out_an_sqs_outage_without_parking(
+    aws: dict[str, Any], queues: dict[QueueRole, str], make_record: MakeRecord
+) -> None:
+    record = make_record("order-1")
+    write(aws, record)
+    relay = make_relay(aws, queues, Clock(), "r1", max_attempts=3)
+    outage = SqsOutage(aws["sqs"])
+    relay.sender = Sender(outage, queues, attempts=1)
+
+    for _ in range(6):  # twice max_attempts rounds of failed sends
+        relay.run_round()
+    (item,) = outbox_items(aws)
+    assert "parked" not in item and item["attempts"] == 0 and OUTBOX_PENDING_SHARD in item
+    assert relay.counters.send_failures == 6
+
+    outage.down = False
+    relay.run_round()
+    assert [e["event_id"] for e in received(aws, queues[QueueRole.PAYMENTS])] == [record.event_id]
 
 
 def test_relay__sends_a_delayed_record_with_delay_seconds_and_holds_its_successor_until_visible(

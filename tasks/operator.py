@@ -116,10 +116,17 @@ class Operator:
     sqs: Any
     cloudwatch: Any
     console: Console
+    dynamodb: Any = None  # the outbox and saga rows of ``tasks.status``; None: not shown
 
     @classmethod
     def default(cls) -> Operator:
-        return cls(get_settings(), aws.client("sqs"), aws.client("cloudwatch"), Console())
+        return cls(
+            get_settings(),
+            aws.client("sqs"),
+            aws.client("cloudwatch"),
+            Console(),
+            aws.client("dynamodb"),
+        )
 
 
 Command = Callable[[Operator, argparse.Namespace], int]

@@ -2,25 +2,36 @@
 
 One row per work queue and per DLQ: messages visible, in flight and delayed, the age of the
 oldest (from CloudWatch, ``-`` where it publishes none, as on LocalStack), and the CloudWatch
-alarms watching that queue with their states. Exit status 0, or 2 on an AWS error.
+alarms watching that queue with their states. Then the outbox (records not yet dispatched and
+the age of the oldest: the relay's lag) and the sagas that are not final, by state, each with
+its alarms. Exit status 0, or 2 on an AWS error.
 
-Each group of rows comes from a probe in ``PROBES``; relay lag (outbox records not yet
-dispatched, age of the oldest) and sagas by state are further probes returning rows, added
-there when the outbox relay and the saga land.
+Each group of rows comes from a probe in ``PROBES``. The outbox and saga rows read only the
+sparse indexes (what is pending, what is active), never a whole table.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
-from flashsale.names import QueueRole, alarm_name_prefix
+from flashsale.names import (
+    OUTBOX_CREATED_AT,
+    OUTBOX_PENDING_INDEX,
+    OUTBOX_PENDING_SHARD,
+    SAGAS_ACTIVE_INDEX,
+    SAGAS_ACTIVE_SHARD,
+    QueueRole,
+    alarm_name_prefix,
+)
 from tasks.operator import (
     Operator,
     format_age,
@@ -92,8 +103,80 @@ def queue_rows(ops: Operator) -> Iterator[StatusRow]:
             )
 
 
-# Everything the table shows, in order. Add relay lag and sagas by state here.
-PROBES: tuple[Probe, ...] = (queue_rows,)
+def _index_items(ops: Operator, table: str, index: str, shard_key: str, shards: int) -> list[Any]:
+    """Every item of a sharded sparse index (its projection is the whole item)."""
+    items: list[Any] = []
+    for shard in range(shards):
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "IndexName": index,
+            "KeyConditionExpression": "#shard = :shard",
+            "ExpressionAttributeNames": {"#shard": shard_key},
+            "ExpressionAttributeValues": {":shard": {"N": str(shard)}},
+        }
+        while True:
+            page = ops.dynamodb.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return items
+
+
+def _alarms_named(ops: Operator, table: str) -> list[Alarm]:
+    prefix = alarm_name_prefix(table)
+    found = ops.cloudwatch.describe_alarms(AlarmNamePrefix=prefix).get("MetricAlarms", [])
+    return [
+        Alarm(a["AlarmName"], a["AlarmName"].removeprefix(prefix), a["StateValue"], None)
+        for a in found
+    ]
+
+
+def outbox_rows(ops: Operator) -> Iterator[StatusRow]:
+    """Records committed and not yet dispatched, and how long the oldest has waited."""
+    if ops.dynamodb is None:
+        return
+    settings = ops.settings
+    items = _index_items(
+        ops,
+        settings.outbox_table,
+        OUTBOX_PENDING_INDEX,
+        OUTBOX_PENDING_SHARD,
+        settings.outbox_shards,
+    )
+    oldest = min((i[OUTBOX_CREATED_AT]["S"] for i in items), default=None)
+    age = None
+    if oldest is not None:
+        created = datetime.strptime(oldest, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        age = (datetime.now(UTC) - created).total_seconds()
+    yield StatusRow(
+        component="outbox (pending)",
+        visible=len(items),
+        oldest_age_seconds=age,
+        alarms=_alarms_named(ops, settings.outbox_table),
+    )
+
+
+def saga_rows(ops: Operator) -> Iterator[StatusRow]:
+    """Sagas that are not final, one row per state; the quarantine alarm on its row."""
+    if ops.dynamodb is None:
+        return
+    settings = ops.settings
+    items = _index_items(
+        ops, settings.sagas_table, SAGAS_ACTIVE_INDEX, SAGAS_ACTIVE_SHARD, settings.saga_shards
+    )
+    counts = Counter(i["status"]["S"] for i in items)
+    alarms = _alarms_named(ops, settings.sagas_table)
+    for status in ("running", "compensating", "quarantined"):
+        yield StatusRow(
+            component=f"sagas {status}",
+            visible=counts[status],
+            alarms=[a for a in alarms if a.kind == status],
+        )
+
+
+# Everything the table shows, in order.
+PROBES: tuple[Probe, ...] = (queue_rows, outbox_rows, saga_rows)
 
 
 def status_table(rows: list[StatusRow]) -> Table:

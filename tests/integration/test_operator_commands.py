@@ -24,6 +24,7 @@ from flashsale.settings import Settings
 from flashsale.task_messages import task_message_body
 from tasks import dlq, status
 from tasks.operator import Operator, queue_depth, queue_name
+from tasks.purchase_saga import build_orchestrator
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def run(settings: Settings, sqs: Any, clients: dict[str, Any]) -> Callable[..., 
     def call(main: Callable[..., int], *argv: str) -> tuple[int, str]:
         out = io.StringIO()
         console = Console(file=out, width=400, color_system=None)
-        ops = Operator(settings, sqs, clients["cloudwatch"], console)
+        ops = Operator(settings, sqs, clients["cloudwatch"], console, clients["dynamodb"])
         code = main(list(argv), ops=ops)
         return code, out.getvalue()
 
@@ -185,3 +186,33 @@ def test_status__shows_each_queue_its_dlq_and_their_alarms(
         assert "backlog" in rows[role.value] and "dlq-depth" not in rows[role.value]
         assert "dlq-depth" in rows[f"{role.value} DLQ"]
     assert alarm_name_prefix(payments) == f"{payments}-"
+
+
+def test_status__shows_outbox_lag_and_sagas_by_state(
+    run: Callable[..., tuple[int, str]], settings: Settings, clients: dict[str, Any]
+) -> None:
+    """A saga and its first command written as the allocation writes them, no relay running:
+    one pending outbox record with an age, one running saga; the alarms on their rows."""
+    orchestrator = build_orchestrator(clients["dynamodb"], settings)
+    saga_id = str(uuid.uuid4())
+    items = orchestrator.start_items(saga_id, {"quantity": 1}, expires_at=None)
+    clients["dynamodb"].transact_write_items(TransactItems=items)
+
+    code, output = run(status.main)
+
+    assert code == 0
+    rows: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if not cells:
+            continue
+        if cells[0]:
+            rows[cells[0]] = cells
+        elif rows:  # a cell's second line: the next alarm
+            rows[list(rows)[-1]][5] += " " + cells[5]
+    assert rows["outbox (pending)"][1] == "1"
+    assert rows["outbox (pending)"][4].endswith("s")  # the oldest record's age
+    assert "lag" in rows["outbox (pending)"][5] and "parked" in rows["outbox (pending)"][5]
+    assert rows["sagas running"][1] == "1"
+    assert rows["sagas quarantined"][1] == "0"
+    assert "quarantined" in rows["sagas quarantined"][5]

@@ -25,6 +25,7 @@ from infra.local.sent_messages import sent_emails, sent_sms
 from payments.control import ProviderControl
 from payments.provider import declines
 from saga import SagaState, SagaStatus, SagaStore
+from tasks import dlq
 
 pytestmark = pytest.mark.integration
 
@@ -321,3 +322,43 @@ def test_stuck_saga__is_resumed_by_the_sweeper(
     assert states[order["order_id"]].status is SagaStatus.COMPLETED
     assert ("charge_payment", "retrying") in history(sagas, order["order_id"])
     assert [c["key"] for c in provider.charges()].count(order["order_id"]) == 1
+
+
+def test_notification_failing__the_purchase_stands_and_the_message_is_dead_lettered(
+    fleet: Fleet, sale: Sale, sagas: SagaStore, settings: Settings, provider: ProviderControl
+) -> None:
+    """SES and SNS unreachable from the notification worker: the confirmation is retried by
+    the queue and dead-lettered; the purchase stands. After the fix, a DLQ redrive sends
+    exactly one confirmation and completes the saga."""
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    restart(fleet, "notify", NOTIFY_QUEUES, AWS_ENDPOINT_URL_SES=unreachable,
+            AWS_ENDPOINT_URL_SNS=unreachable)  # fmt: skip
+    event_id = sale.new_event(1)
+    (buyer,) = paying_buyers(event_id, 1)
+    sale.fire([buyer])
+    (order,) = sale.decided(event_id, 1, timeout=60)
+    order_id = order["order_id"]
+    dlq_url = settings.dlq_url(QueueRole.NOTIFICATIONS)
+
+    def dead_lettered() -> int:
+        attributes = sale.sqs.get_queue_attributes(
+            QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
+
+    wait_until(lambda: dead_lettered() >= 1, 120, "the confirmation in the notifications DLQ")
+    state = sagas.get(order_id)
+    assert state is not None and state.status is SagaStatus.RUNNING
+    assert state.data["ticket_code"] and sale.orders(event_id)[0]["fulfilment"] == "ticketed"
+    assert order_id in {c["key"] for c in provider.charges() if c["status"] == "succeeded"}
+    assert sent_emails(to=buyer["email"]) == []
+
+    restart(fleet, "notify", NOTIFY_QUEUES)
+    assert dlq.main(["redrive", QueueRole.NOTIFICATIONS.value]) == 0
+    wait_until(
+        lambda: (s := sagas.get(order_id)) is not None and s.status is SagaStatus.COMPLETED,
+        120, "the saga completed after the redrive",
+    )  # fmt: skip
+    assert [m["Subject"] for m in sent_emails(to=buyer["email"])] == [
+        f"Your 1 ticket for {event_id}"
+    ]

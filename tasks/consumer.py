@@ -5,15 +5,26 @@ invisible for the queue's whole visibility timeout. On SQS the redrive policy al
 loop, so here each such message is left in the queue, made visible again after the same short
 backoff as a failed task, and reaches the DLQ after ``maxReceiveCount`` receives — where an
 operator can inspect and redrive it — instead of vanishing or waiting minutes.
+
+It also keeps the worker alive where kombu 5.6.2's SQS transport would let an exception escape
+the worker's event loop ("Unrecoverable error", the process exits): a throttled receive
+(``tolerate_throttled_receives``) and a message whose kombu envelope has fields of the wrong
+type (``tolerate_malformed_envelopes``). Both were found with ``infra.local.faults`` and the
+fuzzed raw messages of ``tests/integration``.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from typing import Any, ClassVar
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 from celery import bootsteps
 from celery.worker.consumer import Consumer
+from vine import promise
 
 from flashsale import aws
 
@@ -34,9 +45,17 @@ def release_soon(message: Any) -> None:
         return
     receives = int(sqs_message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
     delay = REJECT_BACKOFF_SECONDS.get(receives, max(REJECT_BACKOFF_SECONDS.values()))
-    aws.client("sqs").change_message_visibility(
-        QueueUrl=queue_url, ReceiptHandle=sqs_message["ReceiptHandle"], VisibilityTimeout=delay
-    )
+    try:
+        aws.client("sqs").change_message_visibility(
+            QueueUrl=queue_url, ReceiptHandle=sqs_message["ReceiptHandle"], VisibilityTimeout=delay
+        )
+    except (ClientError, BotoCoreError) as exc:
+        # Raised here it would end the worker; the message comes back after the queue's
+        # visibility timeout instead, and still reaches the DLQ.
+        log.error(
+            "consumer.release_failed", message_id=sqs_message.get("MessageId"), error=repr(exc)
+        )
+        return
     log.warning(
         "consumer.message_rejected",
         message_id=sqs_message.get("MessageId"),
@@ -45,23 +64,246 @@ def release_soon(message: Any) -> None:
     )
 
 
+# The error codes AWS uses for throttling (botocore's standard retry mode treats them so);
+# HTTP 429 counts too.
+THROTTLING_CODES = frozenset(
+    {
+        "RequestThrottled",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "KMS.ThrottlingException",
+        "SlowDown",
+    }
+)
+# After a throttled receive the next one waits this long, doubling per throttle up to the cap,
+# and back to none after a receive that succeeds.
+RECEIVE_BACKOFF_FIRST_SECONDS = 0.1
+RECEIVE_BACKOFF_CAP_SECONDS = 5.0
+_XML_CODE = re.compile(rb"<Code>([^<]+)</Code>")
+
+
+def throttling_code(status: int, headers: dict[str, str], body: bytes) -> str | None:
+    """The throttling error code of an SQS error answer, or ``None`` if it is another error.
+
+    Read like botocore does: the JSON protocol's ``x-amzn-query-error`` header or ``__type``,
+    or the query protocol's ``<Code>``.
+    """
+    if status < 400 or status >= 500:
+        return None
+    lowered = {key.lower(): value for key, value in headers.items()}
+    code = lowered.get("x-amzn-query-error", "").split(";")[0]
+    if not code:
+        try:
+            document = json.loads(body or b"{}")
+            code = str(document.get("__type", "") if isinstance(document, dict) else "")
+        except ValueError:
+            found = _XML_CODE.search(body or b"")
+            code = found.group(1).decode("utf-8", "replace") if found else ""
+        code = code.rsplit("#", 1)[-1]
+    if code in THROTTLING_CODES:
+        return code
+    return "HTTP 429" if status == 429 else None
+
+
+class ReceiveBackoff:
+    """How long the next receive waits after throttled ones (one per worker process)."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.until = 0.0
+
+    def throttled(self) -> float:
+        self.delay = min(
+            max(self.delay * 2, RECEIVE_BACKOFF_FIRST_SECONDS), RECEIVE_BACKOFF_CAP_SECONDS
+        )
+        self.until = time.monotonic() + self.delay
+        return self.delay
+
+    def succeeded(self) -> None:
+        self.delay = 0.0
+
+    def remaining(self) -> float:
+        return max(0.0, self.until - time.monotonic())
+
+
+receive_backoff = ReceiveBackoff()
+
+
+def tolerate_throttled_receives() -> None:
+    """Make a throttled ReceiveMessage an empty receive followed by a backoff, not a crash.
+
+    kombu 5.6.2's asynchronous receive turns a 5xx or a timeout into an empty list
+    (celery/kombu#1064) but raises on any 4xx, and the exception escapes the worker's event
+    loop: one ``RequestThrottled`` (HTTP 400) ends the worker with "Unrecoverable error" (seen
+    with ``infra.local.faults``). Other 4xx answers (access denied, no such queue) still stop
+    the worker: those are configuration errors a restart does not fix. Idempotent; patches
+    the pinned kombu in this process only.
+    """
+    from kombu.asynchronous.aws.connection import AsyncAWSQueryConnection
+    from kombu.transport.SQS import Channel
+
+    if getattr(AsyncAWSQueryConnection._on_list_ready, "flashsale_patched", False):
+        return
+    on_list_ready = AsyncAWSQueryConnection._on_list_ready
+    loop1 = Channel._loop1
+
+    def _on_list_ready(self: Any, parent: Any, markers: Any, operation: str, response: Any) -> Any:
+        if response.status != 200:
+            code = throttling_code(
+                int(response.status or 0), dict(response.getheaders()), response.read() or b""
+            )
+            if code is not None:
+                delay = receive_backoff.throttled()
+                log.warning(
+                    "consumer.receive_throttled", operation=operation, code=code, retry_in_s=delay
+                )
+                return []
+        result = on_list_ready(self, parent, markers, operation, response)
+        if response.status == 200:
+            receive_backoff.succeeded()
+        return result
+
+    def _loop1(self: Any, queue: str, _: Any = None) -> None:
+        wait = receive_backoff.remaining()
+        if wait > 0:
+            self.hub.call_later(wait, self._schedule_queue, queue)
+        else:
+            loop1(self, queue, _)
+
+    _on_list_ready.flashsale_patched = True  # type: ignore[attr-defined]
+    AsyncAWSQueryConnection._on_list_ready = _on_list_ready
+    Channel._loop1 = _loop1
+
+
+def tolerate_malformed_envelopes() -> None:
+    """Turn a message whose kombu envelope kombu cannot read into a plain unknown message.
+
+    kombu 5.6.2 reads any body that decodes to a JSON object as its own envelope and trusts
+    its fields: ``{"properties": 5}`` (base64) raises ``AttributeError`` inside the receive
+    callback, which ends the worker — and, not deleted, the message then ends the next worker
+    that receives it. Here the envelope is checked the way the consumer will use it (building
+    kombu's ``Message``); if that fails the message is handed on as a bare body, which Celery
+    reports as an unknown message and this consumer leaves to the DLQ. The routing key is
+    also set to the queue the message was received from: with the producer's, a message
+    naming another queue got no reject backoff (60 s per retry) and could not be acked.
+    Idempotent.
+    """
+    from kombu.transport.SQS import Channel
+
+    if getattr(Channel._message_to_python, "flashsale_patched", False):
+        return
+    message_to_python = Channel._message_to_python
+
+    def _message_to_python(self: Any, message: Any, queue_name: str, q_url: str) -> Any:
+        try:
+            payload = message_to_python(self, message, queue_name, q_url)
+            # The queue it came from, not what the producer wrote: kombu picks the client for
+            # the ack and the reject backoff by this name (an unknown one fails the ack).
+            payload["properties"]["delivery_info"]["routing_key"] = queue_name
+            self.Message(payload, channel=self)  # what the consume callback does next
+            return payload
+        except Exception as exc:
+            log.error(
+                "consumer.malformed_envelope",
+                message_id=message.get("MessageId"),
+                error=repr(exc),
+            )
+            return {
+                "body": message.get("Body"),
+                "properties": {
+                    "delivery_tag": message["ReceiptHandle"],
+                    "delivery_info": {
+                        "sqs_message": message,
+                        "sqs_queue": q_url,
+                        "routing_key": queue_name,
+                    },
+                },
+            }
+
+    _message_to_python.flashsale_patched = True  # type: ignore[attr-defined]
+    Channel._message_to_python = _message_to_python
+
+
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
-    def on_decode_error(self, message: Any, exc: Exception) -> None:
-        log.error("consumer.undecodable_message", error=repr(exc))
-        message.reject(requeue=False)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        tolerate_throttled_receives()
+        tolerate_malformed_envelopes()
+        super().__init__(*args, **kwargs)
+
+    def create_task_handler(self, promise: Any = promise) -> Any:
+        """Celery's handler, made to dead-letter a task message it cannot even read.
+
+        Celery 5.6.3 checks a task message's headers but not the shape of its body: a body
+        that is not ``[args, kwargs, embed]`` raises ``ValueError`` in ``Request.__init__``
+        inside the receive callback, which ends the worker (found by the fuzzed raw messages).
+        Any such error for one message now makes it an invalid task, left to the DLQ;
+        connection errors still go to Celery, which reconnects.
+        """
+        handler = super().create_task_handler(promise)
+        recoverable = (*self.connection_errors, *self.channel_errors)
+
+        def on_task_received(message: Any) -> Any:
+            try:
+                return handler(message)
+            except recoverable:
+                raise
+            except Exception as exc:
+                self._dead_letter(message, "consumer.unreadable_task_message", exc)
+                return None
+
+        return on_task_received
+
+    def _dead_letter(self, message: Any, event: str, exc: Exception | None = None) -> None:
+        """Reject without deleting, visible again soon: the redrive policy takes it from there."""
+        info = message.delivery_info or {}
+        message_id = (info.get("sqs_message") or {}).get("MessageId")
+        log.error(event, message_id=message_id, error=repr(exc) if exc else None)
+        if not message.acknowledged:
+            try:
+                message.reject(requeue=False)
+            except Exception as reject_exc:
+                # kombu's reject backoff reads headers["task"]; a forged envelope may lack it.
+                # The message is already off the worker's books: only the backoff is lost.
+                log.error("consumer.reject_failed", message_id=message_id, error=repr(reject_exc))
         release_soon(message)
+
+    def _report_then_dead_letter(self, report: Any, message: Any, event: str) -> None:
+        """Celery's own report (log, reject), then the short release; if Celery's report
+        itself fails (it measures ``len(body)``, which a missing body breaks), ours instead."""
+        try:
+            report()
+        except Exception as exc:
+            self._dead_letter(message, event, exc)
+            return
+        release_soon(message)
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self._dead_letter(message, "consumer.undecodable_message", exc)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        super().on_unknown_message(body, message)
-        release_soon(message)
+        self._report_then_dead_letter(
+            lambda: super(DeadLetteringConsumer, self).on_unknown_message(body, message),
+            message,
+            "consumer.unknown_message",
+        )
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        super().on_unknown_task(body, message, exc)
-        release_soon(message)
+        self._report_then_dead_letter(
+            lambda: super(DeadLetteringConsumer, self).on_unknown_task(body, message, exc),
+            message,
+            "consumer.unknown_task",
+        )
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        super().on_invalid_task(body, message, exc)
-        release_soon(message)
+        self._report_then_dead_letter(
+            lambda: super(DeadLetteringConsumer, self).on_invalid_task(body, message, exc),
+            message,
+            "consumer.invalid_task",
+        )
 
 
 class HubTicker(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -20,8 +20,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import (
+    retry,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from flashsale.dynamo import cancellation_codes, from_item, to_item
 from flashsale.messages import AcceptedRequest, Fulfilment, OrderStatus, PurchaseBatch
@@ -30,6 +37,39 @@ from tasks.exceptions import ConcurrentAllocation
 
 # Codes for which a cancelled transaction is worth re-reading and retrying.
 _RETRYABLE_CANCELLATIONS = {"ConditionalCheckFailed", "TransactionConflict"}
+
+# DynamoDB errors that say "not now" rather than "no": worth waiting out inside the task.
+_TRANSIENT_CODES = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+}
+# Longest a batch waits out DynamoDB trouble before its task fails (the task's soft limit is
+# 25 s). Failing is what breaks first come, first served: the later batches of the event that
+# the worker already received would run before this one's redelivery.
+TRANSIENT_PATIENCE_SECONDS = 20.0
+
+
+def transient_dynamodb_error(exc: BaseException) -> bool:
+    if isinstance(exc, BotoCoreError):  # no connection, read timeout
+        return True
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return error.get("Code") in _TRANSIENT_CODES or status >= 500
+    return False
+
+
+# Each DynamoDB call of a batch waits out transient trouble (a write that happened but whose
+# answer was lost is harmless: the retry's conditions see it and re-read).
+_patient = retry(
+    retry=retry_if_exception(transient_dynamodb_error),
+    wait=wait_random_exponential(multiplier=0.1, max=2.0),
+    stop=stop_after_delay(TRANSIENT_PATIENCE_SECONDS),
+    reraise=True,
+)
 
 # The transaction entries that start a confirmed order's saga (see tasks.purchase_saga).
 SagaStarter = Callable[[str, AcceptedRequest], list[dict[str, Any]]]
@@ -120,6 +160,7 @@ class SeatAllocator:
         self._write(batch.event_id, inventory, outcome.decisions)
         return outcome
 
+    @_patient
     def _read(self, batch: PurchaseBatch) -> tuple[dict[str, Any] | None, set[str]]:
         """The event's inventory and the batch's already-decided order ids, in one call."""
         keys = {
@@ -145,6 +186,7 @@ class SeatAllocator:
         inventory = found[self._inventory][0] if found[self._inventory] else None
         return inventory, {item[ORDERS_PK] for item in found[self._orders]}
 
+    @_patient
     def _write(
         self, event_id: str, inventory: dict[str, Any] | None, decisions: list[Decision]
     ) -> None:

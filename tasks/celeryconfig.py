@@ -42,6 +42,13 @@ broker_transport_options = {
     "polling_interval": 0,
     # Needed for the reject backoff above and for FIFO diagnostics.
     "fetch_message_attributes": ["ApproximateReceiveCount", "SequenceNumber"],
+    # kombu's own boto3 client (deletes, visibility changes): botocore's legacy retries do not
+    # retry a throttled call, and its 60 s read timeout would block the worker's event loop.
+    "client-config": {
+        "retries": {"mode": "standard", "max_attempts": 5},
+        "connect_timeout": 5,
+        "read_timeout": _settings.sqs_wait_time_seconds + 10,
+    },
 }
 
 task_queues = [Queue(role.celery_queue) for role in QueueRole]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from moto_tables import Tables
 from tenacity import stop_after_attempt, wait_none
 
@@ -270,3 +271,36 @@ class CountingClient:
             return method(**kwargs)
 
         return call
+
+
+class ThrottledTwice:
+    """A DynamoDB client whose first two TransactWriteItems are throttled."""
+
+    def __init__(self, ddb: Any) -> None:
+        self._ddb = ddb
+        self.throttled = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ddb, name)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        if self.throttled < 2:
+            self.throttled += 1
+            error = {"Error": {"Code": "ThrottlingException", "Message": "slow down"},
+                     "ResponseMetadata": {"HTTPStatusCode": 400}}  # fmt: skip
+            raise ClientError(error, "TransactWriteItems")
+        return self._ddb.transact_write_items(**kwargs)
+
+
+def test_allocator__waits_out_throttling_inside_the_task(
+    tables: Tables, make_batch: MakeBatch
+) -> None:
+    """A failed task would let the event's later batches (received with it) overtake it."""
+    event = tables.new_event("gig", capacity=2)
+    throttled = ThrottledTwice(tables.ddb)
+
+    outcome = tables.allocator(throttled).allocate(make_batch(event, [1, 1, 1]))
+
+    assert throttled.throttled == 2
+    assert outcome.summary() == {"confirmed": 2, "sold_out": 1, "rejected": 0, "duplicates": 0}
+    assert tables.sold(event) == 2

@@ -183,13 +183,39 @@ class Fleet:
         name: str,
         *,
         extra_env: dict[str, str] | None = None,
-        interval: float = 0.5,
+        interval: float = 1.0,
         ready_timeout: float = 60.0,
     ) -> AppProcess:
         """Start the saga sweeper (``python -m saga sweep``) and wait for its ``sweeper.ready``."""
         command = [sys.executable, "-m", "saga", "sweep", "--interval", str(interval)]
         process = self._spawn(name, command, extra_env or {})
         self._wait_for_line(process, '"sweeper.ready"', ready_timeout)
+        return process
+
+    def start_intake(
+        self,
+        name: str,
+        *,
+        port: int,
+        workers: int = 1,
+        extra_env: dict[str, str] | None = None,
+        ready_timeout: float = 60.0,
+    ) -> AppProcess:
+        """Start the HTTP intake (``python -m intake``) on 127.0.0.1:``port`` and wait for its
+        ``intake.ready``. ``extra_env`` sets its settings: ``FLASHSALE_INTAKE_BACKLOG_LIMIT``..."""
+        command = [
+            sys.executable,
+            "-m",
+            "intake",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
+        process = self._spawn(name, command, extra_env or {})
+        self._wait_for_line(process, '"intake.ready"', ready_timeout)
         return process
 
 

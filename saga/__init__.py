@@ -1,8 +1,9 @@
 """A compensating saga orchestrator over DynamoDB and the transactional outbox.
 
-Declare a ``SagaDefinition`` (steps with kinds, actions and compensations), create sagas in your
-own transaction with ``Orchestrator.start_items``, run each step's work from its Celery task with
-``Orchestrator.handle``, and run ``python -m saga sweep`` to resume stuck sagas.
+Declare a ``SagaDefinition`` (steps with kinds, actions and compensations), register each step's
+work in a ``StepRegistry``, create sagas in your own transaction with
+``Orchestrator.start_items``, call ``Orchestrator.handle`` from each step's Celery task, and run
+``python -m saga sweep`` to resume stuck sagas.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from saga.exceptions import (
     SagaNotFound,
     StepFailed,
 )
-from saga.orchestrator import Command, Orchestrator, StepResult
+from saga.orchestrator import Command, Orchestrator
 from saga.state import HistoryEntry, SagaState, SagaStatus
+from saga.steps import StepHandler, StepRegistry, StepResult, StepWork
 from saga.store import SagaStore
 from saga.sweeper import Sweeper
 from saga.transitions import Planner, RetryPolicy
@@ -37,8 +39,11 @@ __all__ = [
     "SagaStore",
     "Step",
     "StepFailed",
+    "StepHandler",
     "StepKind",
+    "StepRegistry",
     "StepResult",
+    "StepWork",
     "Sweeper",
     "TaskRef",
 ]

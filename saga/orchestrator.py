@@ -1,12 +1,20 @@
-"""The orchestrator: runs a step's action and commits what follows, atomically.
+"""The orchestrator: runs a step's work and commits what follows, atomically.
 
-A step's Celery task calls ``Orchestrator.handle`` with the command it received and a function
-doing the step's work. The orchestrator reads the saga, ignores a command that is no longer
-current (a redelivery, or a retry the sweeper already replaced), runs the work, and commits in
-one ``TransactWriteItems``: the new saga state (conditional on the version read), the step's
-own writes (a ticket, a released seat) and the outbox records of the next commands. So a
-transition and the command it implies are never separated by a crash, and a crash anywhere
-before the commit only means the command is received again and the (idempotent) work redone.
+A step's Celery task calls ``Orchestrator.handle`` with the command it received. The
+orchestrator reads the saga, ignores a command that is no longer current (a redelivery, or a
+retry the sweeper already replaced), runs the step's registered work (``saga.steps``), and
+commits in one ``TransactWriteItems``: the new saga state (conditional on the version read),
+the step's own writes (a ticket, a released seat) and the outbox records of the next commands.
+So a transition and the command it implies are never separated by a crash, and a crash
+anywhere before the commit only means the command is received again and the (idempotent) work
+redone.
+
+**Steps run at once when they can.** When a step succeeds and the next one's work is
+registered in this process, it runs right away, and the two transitions commit as one (then
+the next, and so on). The first step that fails, or is not registered here, is left to its
+command as usual: it runs from its queue with its own retries. A purchase's charge, ticket and
+confirmation thus usually cost one transaction instead of three, with the same guarantees:
+every step is idempotent and nothing is committed before all of them did their work.
 """
 
 from __future__ import annotations
@@ -14,7 +22,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -24,7 +31,8 @@ from flashsale.drills import CrashDrill
 from outbox import OutboxRecord, TransactionConflict, UnitOfWork
 from saga.definition import SagaDefinition
 from saga.exceptions import ConcurrentTransition, SagaNotFound, StepFailed
-from saga.state import SagaState
+from saga.state import SagaState, SagaStatus
+from saga.steps import StepHandler, StepRegistry
 from saga.store import SagaStore
 from saga.transitions import Emit, Planner, RetryPolicy, Transition
 
@@ -32,6 +40,7 @@ log = structlog.get_logger("saga")
 
 _COMMAND_NAMESPACE = uuid.UUID("0c7f3f2e-54a1-4f55-8a0e-7d9d3b1c6e21")
 MAX_CONFLICTS = 10  # re-reads of one command before giving up to the queue's redelivery
+Write = tuple[dict[str, Any], Callable[[], Exception] | None]  # a step's entry and its error
 
 
 class Command(BaseModel):
@@ -46,21 +55,6 @@ class Command(BaseModel):
     attempt: int = Field(default=1, ge=1)
 
 
-@dataclass
-class StepResult:
-    """What a step's work produced: data for the saga, and writes that must commit with the
-    transition (each a ``TransactItems`` entry and the error to raise if its condition
-    fails)."""
-
-    data: dict[str, JsonValue] = field(default_factory=dict)
-    writes: list[tuple[dict[str, Any], Callable[[], Exception] | None]] = field(
-        default_factory=list
-    )
-
-
-StepWork = Callable[[SagaState], StepResult]
-
-
 class Orchestrator:
     """Moves the sagas of one definition; shared by workers, the sweeper and operators."""
 
@@ -72,10 +66,12 @@ class Orchestrator:
         outbox_table: str,
         outbox_shards: int,
         policy: RetryPolicy,
+        steps: StepRegistry | None = None,
         clock: Callable[[], float] = time.time,
         drill: CrashDrill | None = None,
     ) -> None:
         self.definition = definition
+        self.steps = steps or StepRegistry()
         # Crash points: ``after_work`` (the step's effect happened, the transition is not
         # committed) and ``after_commit`` (committed, the message not yet acknowledged).
         self.drill = drill or CrashDrill()
@@ -97,29 +93,27 @@ class Orchestrator:
 
     # -- commands ----------------------------------------------------------------------------
 
-    def handle(
-        self,
-        event: dict[str, Any],
-        work: StepWork,
-        *,
-        transient: tuple[type[BaseException], ...] = (),
-    ) -> str:
+    def handle(self, event: dict[str, Any]) -> str:
         """Run the step a relayed command names, then commit the saga's next move.
 
-        ``transient`` errors are retried by the saga (backoff, then failure or quarantine); a
-        retriable step's transient error is re-raised instead, so the queue redelivers it and
-        finally dead-letters it. Any other exception propagates (the message is redelivered).
-        Returns what happened: ``stale``, ``advanced``, ``completed``, ``compensating``, ...
+        The step's ``transient`` errors are retried by the saga (backoff, then failure or
+        quarantine); a retriable step's transient error is re-raised instead, so the queue
+        redelivers it and finally dead-letters it. Any other exception propagates (the message
+        is redelivered). Returns what happened: ``stale``, ``advanced``, ``completed``, ...
         """
         command = Command.model_validate(event["payload"])
         if command.saga != self.definition.name:
             raise ValueError(f"command of saga {command.saga} sent to {self.definition.name}")
+        handler = self.steps.handler(command.step, command.compensate)
+        if handler is None:
+            raise LookupError(f"no work registered here for {command.saga}.{command.step}")
         for _ in range(MAX_CONFLICTS):
             state = self._load(command.saga_id)
             if not self._current(state, command):
                 log.info("saga.stale_command", saga_id=state.saga_id, **_fields(command))
                 return "stale"
-            transition, writes = self._react(state, command, work, transient)
+            transition, writes = self._react(state, command, handler)
+            transition, writes = self._run_ahead(transition, writes)
             self.drill.maybe_crash("after_work", saga_id=state.saga_id, step=command.step)
             try:
                 self._commit(transition, writes, expected_version=state.version)
@@ -170,15 +164,12 @@ class Orchestrator:
         return step == command.step and state.compensating == command.compensate
 
     def _react(
-        self,
-        state: SagaState,
-        command: Command,
-        work: StepWork,
-        transient: tuple[type[BaseException], ...],
-    ) -> tuple[Transition, list[tuple[dict[str, Any], Callable[[], Exception] | None]]]:
+        self, state: SagaState, command: Command, handler: StepHandler
+    ) -> tuple[Transition, list[Write]]:
         step = self.definition.steps[state.step]
+        transient = handler.transient
         try:
-            result = work(state)
+            result = handler.work(state)
         except StepFailed as exc:
             log.info(
                 "saga.step_failed", saga_id=state.saga_id, reason=exc.reason, **_fields(command)
@@ -195,6 +186,29 @@ class Orchestrator:
             "saga.step_done", saga_id=state.saga_id, step_kind=step.kind.value, **_fields(command)
         )
         return self.planner.succeeded(state, result.data), result.writes
+
+    def _run_ahead(
+        self, transition: Transition, writes: list[Write]
+    ) -> tuple[Transition, list[Write]]:
+        """Run the next steps here while they are registered and succeed (see the module)."""
+        while (
+            len(transition.emits) == 1
+            and not (emit := transition.emits[0]).compensate
+            and emit.delay_seconds == 0
+            and transition.state.status is SagaStatus.RUNNING
+            and (handler := self.steps.handler(emit.step, False)) is not None
+        ):
+            state = transition.state
+            try:
+                result = handler.work(state)
+            except Exception as exc:  # its own command runs it, with its own rules
+                log.info("saga.run_ahead_stopped", saga_id=state.saga_id, step=emit.step,
+                         error=repr(exc))  # fmt: skip
+                break
+            log.info("saga.step_done", saga_id=state.saga_id, step=emit.step, run_ahead=True)
+            transition = self.planner.succeeded(state, result.data)
+            writes = [*writes, *result.writes]
+        return transition, writes
 
     def _unit_of_work(self, transition: Transition, *, expected_version: int | None) -> UnitOfWork:
         state = transition.state
@@ -216,7 +230,7 @@ class Orchestrator:
     def _commit(
         self,
         transition: Transition,
-        writes: list[tuple[dict[str, Any], Callable[[], Exception] | None]],
+        writes: list[Write],
         *,
         expected_version: int,
     ) -> None:

@@ -18,7 +18,7 @@ from notifications import (
 )
 from saga import Command, SagaNotFound, SagaState, StepResult
 from tasks.app import app
-from tasks.purchase_saga import orchestrator
+from tasks.purchase_saga import STEPS, orchestrator
 
 
 def notification(state: SagaState, kind: NotificationKind) -> Notification:
@@ -40,6 +40,7 @@ def notification(state: SagaState, kind: NotificationKind) -> Notification:
     )
 
 
+@STEPS.action("notify_buyer", transient=(TransientNotificationError,))
 def confirm(state: SagaState) -> StepResult:
     deliveries = notifier_from_settings().send(notification(state, NotificationKind.CONFIRMATION))
     return StepResult(data={"confirmation": [d.status.value for d in deliveries]})
@@ -47,7 +48,7 @@ def confirm(state: SagaState) -> StepResult:
 
 @app.task(name="tasks.notify.confirmation", acks_late=True)
 def confirmation(event: dict[str, Any]) -> str:
-    return orchestrator().handle(event, confirm, transient=(TransientNotificationError,))
+    return orchestrator().handle(event)
 
 
 @app.task(name="tasks.notify.cancellation", acks_late=True)

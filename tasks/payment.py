@@ -15,7 +15,7 @@ from payments.client import PaymentProvider, provider_from_settings
 from payments.exceptions import ProviderUnavailable
 from saga import SagaState, StepFailed, StepResult
 from tasks.app import app
-from tasks.purchase_saga import orchestrator
+from tasks.purchase_saga import STEPS, orchestrator
 
 
 def charge_buyer(provider: PaymentProvider, state: SagaState, *, now: float) -> StepResult:
@@ -41,19 +41,21 @@ def refund_buyer(provider: PaymentProvider, state: SagaState) -> StepResult:
     return StepResult(data={"refund": refund.status.value})
 
 
+@STEPS.action("charge_payment", transient=(ProviderUnavailable,))
+def charge_step(state: SagaState) -> StepResult:
+    return charge_buyer(provider_from_settings(), state, now=time.time())
+
+
+@STEPS.compensation("charge_payment", transient=(ProviderUnavailable,))
+def refund_step(state: SagaState) -> StepResult:
+    return refund_buyer(provider_from_settings(), state)
+
+
 @app.task(name="tasks.payment.charge", acks_late=True)
 def charge(event: dict[str, Any]) -> str:
-    return orchestrator().handle(
-        event,
-        lambda state: charge_buyer(provider_from_settings(), state, now=time.time()),
-        transient=(ProviderUnavailable,),
-    )
+    return orchestrator().handle(event)
 
 
 @app.task(name="tasks.payment.refund", acks_late=True)
 def refund(event: dict[str, Any]) -> str:
-    return orchestrator().handle(
-        event,
-        lambda state: refund_buyer(provider_from_settings(), state),
-        transient=(ProviderUnavailable,),
-    )
+    return orchestrator().handle(event)

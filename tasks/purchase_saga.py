@@ -28,7 +28,20 @@ from flashsale.drills import CrashDrill
 from flashsale.messages import AcceptedRequest
 from flashsale.names import QueueRole
 from flashsale.settings import Settings, get_settings
-from saga import Orchestrator, RetryPolicy, SagaDefinition, SagaStore, Step, StepKind, TaskRef
+from saga import (
+    Orchestrator,
+    RetryPolicy,
+    SagaDefinition,
+    SagaStore,
+    Step,
+    StepKind,
+    StepRegistry,
+    TaskRef,
+)
+
+# The steps' work, registered by the task modules that do it (tasks.payment, tasks.tickets,
+# tasks.notify); a worker runs what its imported modules registered.
+STEPS = StepRegistry()
 
 
 def purchase_definition(step_timeout_seconds: float) -> SagaDefinition:
@@ -66,10 +79,13 @@ def purchase_definition(step_timeout_seconds: float) -> SagaDefinition:
     )
 
 
-def build_orchestrator(dynamodb: Any, settings: Settings) -> Orchestrator:
+def build_orchestrator(
+    dynamodb: Any, settings: Settings, steps: StepRegistry = STEPS
+) -> Orchestrator:
     return Orchestrator(
         purchase_definition(settings.saga_step_timeout_seconds),
         SagaStore(dynamodb, table=settings.sagas_table, shards=settings.saga_shards),
+        steps=steps,
         outbox_table=settings.outbox_table,
         outbox_shards=settings.outbox_shards,
         policy=RetryPolicy(

@@ -20,7 +20,7 @@ from flashsale.settings import get_settings
 from saga import SagaState, StepFailed, StepResult
 from tasks.app import app
 from tasks.exceptions import OrderNotHeld
-from tasks.purchase_saga import orchestrator
+from tasks.purchase_saga import STEPS, orchestrator
 
 _TICKET_NAMESPACE = uuid.UUID("9d7b2a53-6a0e-4f3c-b1f8-3c2d5e8a7f10")
 
@@ -91,26 +91,30 @@ def release_seat(
     return StepResult(writes=[order, (seats, None)])
 
 
+@STEPS.action("issue_ticket")
+def issue_step(state: SagaState) -> StepResult:
+    settings = get_settings()
+    return issue_ticket(
+        state, orders_table=settings.orders_table, fault_rate=settings.ticket_fault_rate
+    )
+
+
+@STEPS.compensation("reserve_seat")
+def release_step(state: SagaState) -> StepResult:
+    settings = get_settings()
+    return release_seat(
+        state,
+        orders_table=settings.orders_table,
+        inventory_table=settings.inventory_table,
+        now=time.time(),
+    )
+
+
 @app.task(name="tasks.tickets.issue", acks_late=True)
 def issue(event: dict[str, Any]) -> str:
-    settings = get_settings()
-    return orchestrator().handle(
-        event,
-        lambda state: issue_ticket(
-            state, orders_table=settings.orders_table, fault_rate=settings.ticket_fault_rate
-        ),
-    )
+    return orchestrator().handle(event)
 
 
 @app.task(name="tasks.tickets.release_seat", acks_late=True)
 def release(event: dict[str, Any]) -> str:
-    settings = get_settings()
-    return orchestrator().handle(
-        event,
-        lambda state: release_seat(
-            state,
-            orders_table=settings.orders_table,
-            inventory_table=settings.inventory_table,
-            now=time.time(),
-        ),
-    )
+    return orchestrator().handle(event)

@@ -15,7 +15,7 @@ from flashsale.dynamo import from_item
 from flashsale.names import OUTBOX_PK, OUTBOX_SK, Table
 from payments.client import Charge, Refund, RefundStatus
 from payments.exceptions import ProviderUnavailable
-from saga import Orchestrator, SagaState, StepResult
+from saga import Orchestrator, SagaState, StepRegistry, StepResult
 from tasks.payment import charge_buyer, refund_buyer
 from tasks.tickets import issue_ticket, release_seat
 
@@ -79,6 +79,7 @@ class Driver:
     provider: FakeProvider
     clock: Callable[[], float]
     ticket_fault_rate: float = 0.0
+    confirm_failures: int = 0  # the next confirmations that fail
     done: set[str] = field(default_factory=set)
     delivered: list[tuple[str, str]] = field(default_factory=list)  # (task, saga id)
     notified: list[tuple[str, str]] = field(default_factory=list)  # (kind, saga id)
@@ -111,27 +112,41 @@ class Driver:
                 self.deliver(record)
         raise AssertionError("sagas did not settle")
 
-    def run(self, task: str, event: dict[str, Any]) -> str:
+    def __post_init__(self) -> None:
+        """The steps' work, with the fakes, as the task modules register theirs."""
         names = self.tables.names
-        if task == "tasks.notify.cancellation":
-            self.notified.append(("cancellation", event["payload"]["saga_id"]))
-            return "sent"
-        works: dict[str, Callable[[SagaState], StepResult]] = {
-            "tasks.payment.charge": lambda s: charge_buyer(self.provider, s, now=self.clock()),
-            "tasks.payment.refund": lambda s: refund_buyer(self.provider, s),
-            "tasks.tickets.issue": lambda s: issue_ticket(
+        steps = StepRegistry()
+        steps.action("charge_payment", transient=(ProviderUnavailable,))(
+            lambda s: charge_buyer(self.provider, s, now=self.clock())
+        )
+        steps.compensation("charge_payment", transient=(ProviderUnavailable,))(
+            lambda s: refund_buyer(self.provider, s)
+        )
+        steps.action("issue_ticket")(
+            lambda s: issue_ticket(
                 s, orders_table=names[Table.ORDERS], fault_rate=self.ticket_fault_rate
-            ),
-            "tasks.tickets.release_seat": lambda s: release_seat(
+            )
+        )
+        steps.compensation("reserve_seat")(
+            lambda s: release_seat(
                 s,
                 orders_table=names[Table.ORDERS],
                 inventory_table=names[Table.INVENTORY],
                 now=self.clock(),
-            ),
-            "tasks.notify.confirmation": self._confirm,
-        }
-        return self.orchestrator.handle(event, works[task], transient=(ProviderUnavailable,))
+            )
+        )
+        steps.action("notify_buyer")(self._confirm)
+        self.orchestrator.steps = steps
+
+    def run(self, task: str, event: dict[str, Any]) -> str:
+        if task == "tasks.notify.cancellation":
+            self.notified.append(("cancellation", event["payload"]["saga_id"]))
+            return "sent"
+        return self.orchestrator.handle(event)
 
     def _confirm(self, state: SagaState) -> StepResult:
+        if self.confirm_failures:
+            self.confirm_failures -= 1
+            raise RuntimeError("SES is down")
         self.notified.append(("confirmation", state.saga_id))
         return StepResult()

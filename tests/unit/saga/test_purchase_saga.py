@@ -209,3 +209,51 @@ def test_sweeper__resends_a_lost_command_and_expires_a_hold(
     assert status(driver, lost) is SagaStatus.COMPLETED
     assert status(driver, expired) is SagaStatus.COMPENSATED
     assert fulfilment(tables, expired) == "released" and tables.sold(EVENT) == 1
+
+
+class CountingWrites:
+    def __init__(self, ddb: object) -> None:
+        self._ddb = ddb
+        self.transactions = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ddb, name)
+
+    def transact_write_items(self, **kwargs: object) -> object:
+        self.transactions += 1
+        return self._ddb.transact_write_items(**kwargs)  # type: ignore[attr-defined]
+
+
+def test_saga__runs_ahead_charge_ticket_and_confirmation_in_one_transaction(
+    tables: Tables, driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    (order,) = sell(capacity=1, buyers=1)
+    counting = CountingWrites(tables.ddb)
+    driver.orchestrator.store.dynamodb = counting
+
+    driver.run_all()
+
+    assert [task for task, _ in driver.delivered] == ["tasks.payment.charge"]
+    assert counting.transactions == 1
+    state = driver.orchestrator.store.get(order)
+    assert state is not None and state.status is SagaStatus.COMPLETED
+    assert [(h.step, h.event) for h in state.history] == [
+        ("reserve_seat", "succeeded"), ("charge_payment", "succeeded"),
+        ("issue_ticket", "succeeded"), ("notify_buyer", "succeeded"),
+    ]  # fmt: skip
+    assert fulfilment(tables, order) == "ticketed"
+
+
+def test_saga__a_step_that_fails_running_ahead_is_left_to_its_own_command(
+    tables: Tables, driver: Driver, sell: Callable[..., list[str]]
+) -> None:
+    (order,) = sell(capacity=1, buyers=1)
+    driver.confirm_failures = 1  # SES refuses the first try, made while running ahead
+
+    driver.run_all()
+
+    assert [task for task, _ in driver.delivered] == [
+        "tasks.payment.charge", "tasks.notify.confirmation",
+    ]  # fmt: skip
+    assert status(driver, order) is SagaStatus.COMPLETED
+    assert driver.notified == [("confirmation", order)]

@@ -32,7 +32,7 @@ bench: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy flashsale tasks outbox saga infra bench payments notifications
+	$(BIN)/mypy flashsale tasks outbox saga infra bench payments notifications intake
 
 unit: venv
 	$(BIN)/pytest -m "not integration" -q
@@ -41,7 +41,13 @@ integration: venv
 	$(BIN)/pytest -m integration -q
 
 test: venv lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+# Every failure scenario, the slow ones too, and one table of their exact counts at the end
+# (also written to bench/results/scenarios.json).
+.PHONY: scenarios
+scenarios: venv
+	$(BIN)/pytest -q -m scenario
 
 clean: stack-down
 	rm -rf .stack

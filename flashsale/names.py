@@ -96,6 +96,7 @@ ALARM_TOPIC = "alarms"
 WORKER_ROLE = "worker"
 RELAY_ROLE = "relay"
 SWEEPER_ROLE = "sweeper"
+INTAKE_ROLE = "intake"  # the HTTP intake (python -m intake): enqueue purchases, read status
 # The only CloudWatch namespace the relay may put metrics in.
 METRICS_NAMESPACE = "Flashsale"
 # Relay metrics (no dimensions) that the stack's relay alarms watch.
@@ -112,6 +113,7 @@ class Output:
     WORKER_ROLE_ARN = "worker_role_arn"
     RELAY_ROLE_ARN = "relay_role_arn"
     SWEEPER_ROLE_ARN = "sweeper_role_arn"
+    INTAKE_ROLE_ARN = "intake_role_arn"
     REGION = "region"
     OUTBOX_STREAM_ARN = "outbox_stream_arn"
     SENDER_EMAIL = "sender_email"

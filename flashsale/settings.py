@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -65,6 +65,36 @@ class Settings(BaseSettings):
     # Longest a buyer may wait in the intake's buffer before their batch is flushed.
     intake_linger_ms: int = Field(default=20, ge=0, le=1000)
     max_tickets_per_request: int = Field(default=8, ge=1, le=100)
+    # The HTTP intake (``python -m intake``). Every bound below turns overload into a quick
+    # ``503`` with ``Retry-After`` instead of a slow answer or a growing process.
+    # Purchase messages on the queue (visible + in flight, polled at most once per
+    # ``intake_backlog_poll_seconds``) past which new purchases are refused. A message carries
+    # up to ``purchase_batch_size`` buyers, so the default is about 64,000 buyers waiting.
+    intake_backlog_limit: int = Field(default=2000, ge=1)
+    intake_backlog_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Buyers accepted by this process but not yet on the queue (SQS slow or failing).
+    intake_buffer_limit: int = Field(default=5000, ge=1)
+    # Requests being handled at once by one intake process (the memory bound under any load);
+    # uvicorn's own connection limit, past which it answers a bare 503, is a last resort.
+    intake_max_in_flight: int = Field(default=1024, ge=1)
+    intake_max_connections: int = Field(default=4096, ge=1)
+    # The HTTP intake's own linger (``intake_linger_ms`` is the in-process intake's): short,
+    # because with ``intake_ack=queued`` every buyer waits for it, and batches fill anyway
+    # while the previous send is in flight (5 ms: about +25% requests/s over 20 ms here).
+    intake_http_linger_ms: int = Field(default=5, ge=0, le=1000)
+    # When the intake answers 202: ``queued`` once the request's batch is on SQS (nothing
+    # accepted is lost if the intake dies), ``buffered`` as soon as it is in the intake's buffer
+    # (about twice the requests/s here; a crash loses what was not sent yet).
+    intake_ack: Literal["queued", "buffered"] = "queued"
+    # How long a purchase may wait for its batch to reach SQS before the answer is 503 (the
+    # buyer retries with the same request id, which cannot make a second order).
+    intake_enqueue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # How stale the intake's view of an event (unknown, on sale, sold out) may be: sold-out
+    # buyers are answered at the edge from it, and released seats show up within this time.
+    intake_sold_out_ttl_seconds: float = Field(default=0.5, gt=0, le=60)
+    intake_event_cache_size: int = Field(default=10_000, ge=1)
+    # The ``Retry-After`` of every 503 the intake gives.
+    intake_retry_after_seconds: int = Field(default=1, ge=1, le=3600)
     # Long-poll wait of the workers' ReceiveMessage. 20 s on AWS (fewest empty receives); the
     # local stack sets 1 s because LocalStack's FIFO long poll does not wake up when a message
     # group is released by a delete, which idles a hot group for the rest of the wait.

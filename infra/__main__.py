@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import pulumi
 
-from flashsale.names import RELAY_ROLE, SWEEPER_ROLE, WORKER_ROLE, Output, QueueRole, Table
+from flashsale.names import (
+    INTAKE_ROLE,
+    RELAY_ROLE,
+    SWEEPER_ROLE,
+    WORKER_ROLE,
+    Output,
+    QueueRole,
+    Table,
+)
 from infra.components.alarms import AlarmTopic, AlarmTopicArgs
 from infra.components.iam import (
     ServiceRole,
     ServiceRoleArgs,
+    intake_statements,
     relay_statements,
     sweeper_statements,
     worker_statements,
@@ -93,12 +102,22 @@ sweeper = ServiceRole(
         statements=sweeper_statements(data),
     ),
 )
+intake = ServiceRole(
+    INTAKE_ROLE,
+    ServiceRoleArgs(
+        stack=config.stack,
+        role=INTAKE_ROLE,
+        description="HTTP intake: enqueues purchase requests, answers order status",
+        statements=intake_statements(queues[QueueRole.PURCHASES], data),
+    ),
+)
 
 pulumi.export(Output.REGION, config.region)
 pulumi.export(Output.ALARM_TOPIC_ARN, alarms.topic.arn)
 pulumi.export(Output.WORKER_ROLE_ARN, worker.role.arn)
 pulumi.export(Output.RELAY_ROLE_ARN, relay.role.arn)
 pulumi.export(Output.SWEEPER_ROLE_ARN, sweeper.role.arn)
+pulumi.export(Output.INTAKE_ROLE_ARN, intake.role.arn)
 pulumi.export(Output.SENDER_EMAIL, sender.email)
 pulumi.export(Output.OUTBOX_STREAM_ARN, data.tables[Table.OUTBOX].stream_arn)
 for role, work_queue in queues.items():

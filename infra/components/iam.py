@@ -1,4 +1,4 @@
-"""Least-privilege roles for the Celery worker and the outbox relay.
+"""Least-privilege roles for the Celery worker, the outbox relay, the sweeper and the intake.
 
 Both run as ECS tasks, so the roles trust ``ecs-tasks.amazonaws.com`` (give the task definition
 this role as its *task* role). Each inline policy names only the resources its process uses and
@@ -145,10 +145,24 @@ def sweeper_statements(tables: DataTables) -> list[Statement]:
     ]
 
 
+def intake_statements(purchases: WorkQueue, tables: DataTables) -> list[Statement]:
+    """The HTTP intake: send purchase batches, read the backlog (backpressure), read events,
+    orders and sagas (sold-out cache, order status). No index, no write, no other queue."""
+    readable = [tables.tables[t].arn for t in (Table.INVENTORY, Table.ORDERS, Table.SAGAS)]
+    return [
+        _allow(
+            "EnqueuePurchases",
+            ["sqs:SendMessage", "sqs:GetQueueAttributes"],
+            [purchases.queue.arn],
+        ),
+        _allow("ReadStatus", ["dynamodb:GetItem", "dynamodb:BatchGetItem"], readable),
+    ]
+
+
 @dataclass(frozen=True)
 class ServiceRoleArgs:
     stack: str
-    role: str  # flashsale.names.WORKER_ROLE or RELAY_ROLE
+    role: str  # flashsale.names.WORKER_ROLE, RELAY_ROLE, SWEEPER_ROLE or INTAKE_ROLE
     description: str
     statements: list[Statement]
 

@@ -7,12 +7,14 @@ import json
 from mocked_stack import QUEUE, ROLE, ROLE_POLICY, TABLE, ProgramRun
 
 from flashsale.names import (
+    INTAKE_ROLE,
     METRICS_NAMESPACE,
     PROJECT,
     RELAY_ROLE,
     SWEEPER_ROLE,
     WORKER_ROLE,
     Output,
+    QueueRole,
     Table,
 )
 
@@ -32,7 +34,15 @@ SWEEPER_ACTIONS = {
     "dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem",
     "cloudwatch:PutMetricData",
 }  # fmt: skip
-ROLES = {WORKER_ROLE: WORKER_ACTIONS, RELAY_ROLE: RELAY_ACTIONS, SWEEPER_ROLE: SWEEPER_ACTIONS}
+INTAKE_ACTIONS = {
+    "sqs:SendMessage", "sqs:GetQueueAttributes", "dynamodb:GetItem", "dynamodb:BatchGetItem",
+}  # fmt: skip
+ROLES = {
+    WORKER_ROLE: WORKER_ACTIONS,
+    RELAY_ROLE: RELAY_ACTIONS,
+    SWEEPER_ROLE: SWEEPER_ACTIONS,
+    INTAKE_ROLE: INTAKE_ACTIONS,
+}
 
 
 def statements(run: ProgramRun, role: str) -> list[dict]:
@@ -46,13 +56,19 @@ def allowed(run: ProgramRun, role: str) -> list[dict]:
 
 
 def own_resources(run: ProgramRun, role: str) -> set[str]:
-    """The ARNs each role may name: the worker all queues and tables, the relay and the
-    sweeper far fewer."""
+    """The ARNs each role may name: the worker all queues and tables, the relay, the sweeper
+    and the intake far fewer."""
     queues = {q.state["arn"] for q in run.of_type(QUEUE) if "redrivePolicy" in q.inputs}
     outbox = run.named(TABLE, Table.OUTBOX.physical_name(run.stack))
     outbox_index = f"{outbox.state['arn']}/index/pending"
     if role == RELAY_ROLE:
         return queues | {outbox.state["arn"], outbox_index, outbox.state["streamArn"]}
+    if role == INTAKE_ROLE:  # the purchases queue (not its DLQ) and three tables, no index
+        purchases = run.named(QUEUE, QueueRole.PURCHASES.physical_name(run.stack))
+        tables = (Table.INVENTORY, Table.ORDERS, Table.SAGAS)
+        return {purchases.state["arn"]} | {
+            run.named(TABLE, t.physical_name(run.stack)).state["arn"] for t in tables
+        }
     if role == SWEEPER_ROLE:
         sagas = run.named(TABLE, Table.SAGAS.physical_name(run.stack)).state["arn"]
         return {sagas, f"{sagas}/index/active", outbox.state["arn"]}

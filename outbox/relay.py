@@ -340,7 +340,8 @@ class Relay:
             self._remember([pending.key])
             return  # no longer pending: another send got it out
         if park:
-            self._remember([pending.key])
+            # Not remembered as done: an operator may requeue it (``python -m outbox.parked``),
+            # and until then the consistent state check keeps it from being sent.
             self.counters.parked += 1
             log.error("relay.parked", shard=shard, reason=error, **ids)
         else:

@@ -13,6 +13,7 @@ from conftest import TABLE, MakeRecord
 from flashsale.dynamo import from_item
 from flashsale.names import OUTBOX_PENDING_SHARD, OUTBOX_PK, QueueRole
 from outbox.leases import Leases, assign
+from outbox.parked import parked_records, requeue
 from outbox.pending import PendingStore
 from outbox.records import shard_of
 from outbox.relay import CrashPoint, Relay, RelayConfig, parse_args
@@ -316,3 +317,26 @@ def test_relay_cli__reads_the_crash_drill_from_flags_and_environment(
     assert (config.crash_at, config.crash_probability) == (CrashPoint.AFTER_READ, 0.5)
     with pytest.raises(SystemExit):
         parse_args(["--crash-at", "somewhere"])
+
+
+def test_parked__listed_with_its_reason_and_requeued_to_be_sent_again(
+    aws: dict[str, Any], queues: dict[QueueRole, str], make_record: MakeRecord
+) -> None:
+    record = make_record("order-1", destination=QueueRole.PURCHASES)  # a queue that is missing
+    write(aws, record)
+    relay = make_relay(aws, queues, Clock(), "r1", max_attempts=1)
+    relay.run_round()
+
+    (parked,) = parked_records(aws["dynamodb"], TABLE)
+    assert parked.event_id == record.event_id and "NonExistentQueue" in parked.reason
+
+    queues[QueueRole.PURCHASES] = aws["sqs"].create_queue(
+        QueueName="unit-purchases.fifo", Attributes={"FifoQueue": "true"}
+    )["QueueUrl"]  # the fix: the queue exists now
+    relay.sender = Sender(aws["sqs"], queues, attempts=1)
+    assert requeue(aws["dynamodb"], TABLE, SHARDS, [parked]) == 1
+    assert requeue(aws["dynamodb"], TABLE, SHARDS, [parked]) == 0  # no longer parked
+    relay.run_round()
+
+    assert parked_records(aws["dynamodb"], TABLE) == []
+    assert [e["event_id"] for e in received(aws, queues[QueueRole.PURCHASES])] == [record.event_id]

@@ -41,13 +41,13 @@ integration: venv
 	$(BIN)/pytest -m integration -q
 
 test: venv lint
-	$(BIN)/pytest -q -m "not slow"
+	FLASHSALE_SCENARIOS_JSON= $(BIN)/pytest -q -m "not slow"
 
 # Every failure scenario, the slow ones too, and one table of their exact counts at the end
 # (also written to bench/results/scenarios.json).
 .PHONY: scenarios
 scenarios: venv
-	$(BIN)/pytest -q -m scenario
+	$(BIN)/pytest -q -m scenario tests/integration
 
 clean: stack-down
 	rm -rf .stack

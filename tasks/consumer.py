@@ -11,6 +11,9 @@ the worker's event loop ("Unrecoverable error", the process exits): a throttled 
 (``tolerate_throttled_receives``) and a message whose kombu envelope has fields of the wrong
 type (``tolerate_malformed_envelopes``). Both were found with ``infra.local.faults`` and the
 fuzzed raw messages of ``tests/integration``.
+
+And on a warm shutdown it hands back at once what it holds but will not run
+(``DeadLetteringConsumer.on_close``), instead of leaving it invisible to every other worker.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, ClassVar
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import bootsteps
+from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer
 from vine import promise
 
@@ -228,11 +232,241 @@ def tolerate_malformed_envelopes() -> None:
     Channel._message_to_python = _message_to_python
 
 
+# Celery's built-in tasks: never sent to flashsale's queues by flashsale.
+CELERY_BUILTIN_PREFIX = "celery."
+# SQS's limit on the entries of one ChangeMessageVisibilityBatch.
+_SQS_BATCH = 10
+# After its last receive was sent, how much longer than the long poll a stopping worker waits
+# for the answer, to hand back what it brings.
+RECEIVE_DRAIN_MARGIN_SECONDS = 2.0
+
+
+def release_now(queue_url: str, receipt_handles: list[str]) -> int:
+    """Make received messages visible again at once (visibility 0); how many were released.
+
+    A failed entry (its receipt handle expired, say) is logged and left to the queue's
+    visibility timeout: it is never lost, only late.
+    """
+    sqs = aws.client("sqs")
+    released = 0
+    for start in range(0, len(receipt_handles), _SQS_BATCH):
+        chunk = receipt_handles[start : start + _SQS_BATCH]
+        try:
+            answer = sqs.change_message_visibility_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                    for n, handle in enumerate(chunk)
+                ],
+            )
+        except (ClientError, BotoCoreError) as exc:
+            log.error("consumer.release_failed", queue_url=queue_url, error=repr(exc))
+            continue
+        released += len(answer.get("Successful", []))
+        for failed in answer.get("Failed", []):
+            log.error("consumer.release_failed", queue_url=queue_url, error=failed.get("Code"))
+    return released
+
+
+def release_orphaned_receives() -> None:
+    """Hand back at once what a receive brings after its consumer was cancelled.
+
+    A stopping worker cancels its consumer while a long-poll ReceiveMessage may still be
+    open; SQS counts what that poll returns as received. kombu 5.6.2 then fails on the
+    missing consumer (``KeyError`` in ``_on_messages_ready``, celery/kombu#1819) and the
+    messages stay invisible for the queue's whole visibility timeout (seen here: 60 s).
+    Idempotent; patches the pinned kombu in this process only.
+    """
+    from kombu.transport.SQS import Channel
+
+    if getattr(Channel._on_messages_ready, "flashsale_patched", False):
+        return
+    on_messages_ready = Channel._on_messages_ready
+
+    def _on_messages_ready(self: Any, queue_url: str, queue_name: str, response: Any) -> Any:
+        if queue_name not in self.connection._callbacks:
+            orphans = [m["ReceiptHandle"] for m in (response or {}).get("Messages") or []]
+            if orphans:
+                released = release_now(queue_url, orphans)
+                log.info("consumer.orphaned_receive_released", queue=queue_name, released=released)
+            return None
+        return on_messages_ready(self, queue_url, queue_name, response)
+
+    _on_messages_ready.flashsale_patched = True  # type: ignore[attr-defined]
+    Channel._on_messages_ready = _on_messages_ready
+
+
+def _may_run(request: Any) -> bool:
+    """Whether a reserved request has started, or may still start, in a pool process.
+
+    Running (accepted), or handed to a process (the prefork pool keeps writing a payload it
+    began to write): its message is the pool's, acked or restored by Celery. Only a request
+    still queued in the main process is surely dropped by Celery's shutdown (``pool.flush``).
+    A pool without this bookkeeping counts as "may run": its messages are left to kombu.
+    """
+    if request in worker_state.active_requests:
+        return True
+    reference = getattr(request, "_apply_result", None)
+    job = reference() if reference is not None else None
+    if job is None:  # never handed to the pool (rate limit bucket), or gone from it
+        return False
+    return bool(
+        getattr(job, "_accepted", True)
+        or getattr(job, "_write_to", None) is not None
+        or getattr(job, "_scheduled_for", None) is not None
+    )
+
+
+def _fifo_group(message: Any) -> tuple[str | None, str | None]:
+    """(queue URL, message group) of a received message; the group is ``None`` where neither
+    SQS's attributes nor the kombu envelope (our producers put it there) say."""
+    info = message.delivery_info or {}
+    sqs_message = info.get("sqs_message") or {}
+    group = (sqs_message.get("Attributes") or {}).get("MessageGroupId")
+    if group is None:
+        group = (getattr(message, "properties", None) or {}).get("MessageGroupId")
+    return info.get("sqs_queue"), group
+
+
+def _behind_a_running_task(message: Any, running: set[tuple[str | None, str | None]]) -> bool:
+    """Whether a FIFO message may follow, in its group, a message whose task still runs
+    here; an unknown group (on either side) counts as the same group."""
+    queue, group = _fifo_group(message)
+    if not str(queue).endswith(".fifo"):
+        return False
+    groups_running_here = {g for q, g in running if q == queue}
+    if not groups_running_here:
+        return False
+    return group is None or None in groups_running_here or group in groups_running_here
+
+
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         tolerate_throttled_receives()
         tolerate_malformed_envelopes()
+        release_orphaned_receives()
+        self._stopping = False
+        self._held_channel: Any = None
         super().__init__(*args, **kwargs)
+
+    def stop(self) -> None:
+        """Warm (or cold) shutdown: the consumer's ``on_close`` will hand messages back."""
+        self._stopping = True
+        super().stop()
+
+    def on_close(self) -> None:
+        """On shutdown, release at once every message this worker holds and will not run.
+
+        Celery's warm shutdown lets running tasks finish and drops the prefetched ones from
+        its books; kombu gives those back only when the channel closes, after the running
+        tasks end (up to their time limit), and then with a visibility of ``wait_time_seconds``
+        (20 s on AWS), while a receive still open brings messages nobody handles (invisible
+        for the full visibility timeout). Here, first: the consumer is cancelled (no new
+        receive), the prefetched messages that no pool process has taken are made visible at
+        once, and the last receive is awaited (at most its long poll) so that what it brings
+        is released too (``release_orphaned_receives``). Running tasks finish as before.
+
+        On a FIFO queue, a message whose group has a task still running here is held back
+        until that task ends (``shutdown``): released now, another worker could run it before
+        its predecessor commits. AWS keeps the group locked meanwhile, but LocalStack hands
+        such a message out (seen: an event's second batch decided before its first). On a
+        connection loss (not a shutdown) Celery's own behaviour is kept.
+        """
+        if not self._stopping:
+            super().on_close()
+            return
+        started = time.monotonic()
+        channel = getattr(self.task_consumer, "channel", None)
+        self._held_channel = channel
+        if self.task_consumer is not None:
+            try:
+                self.task_consumer.cancel()
+            except Exception as exc:  # a lost connection: nothing more to receive anyway
+                log.warning("consumer.cancel_failed", error=repr(exc))
+        keep = {
+            request.message.delivery_tag
+            for request in list(worker_state.reserved_requests)
+            if _may_run(request)
+        }
+        super().on_close()
+        released = deferred = 0
+        if channel is not None:
+            released, deferred = self._release_held(channel, keep, defer_running_groups=True)
+        waited = self._await_last_receive(channel)
+        log.info(
+            "consumer.released_on_shutdown",
+            released=released,
+            deferred_behind_running_tasks=deferred,
+            kept_for_running_tasks=len(keep),
+            waited_for_receive_s=round(waited, 2),
+            took_s=round(time.monotonic() - started, 2),
+        )
+
+    def shutdown(self) -> None:
+        """After the running tasks ended: release what was held back, and any message whose
+        task did not finish, at once (kombu's own restore would hide it ``wait_time_seconds``)."""
+        channel = self._held_channel
+        if self._stopping and channel is not None:
+            released, _ = self._release_held(channel, set(), defer_running_groups=False)
+            log.info("consumer.released_after_running_tasks", released=released)
+        super().shutdown()
+
+    @staticmethod
+    def _release_held(
+        channel: Any, keep: set[Any], *, defer_running_groups: bool
+    ) -> tuple[int, int]:
+        """Release what kombu holds unacked, except ``keep`` and, if ``defer_running_groups``,
+        FIFO messages that may belong to the group of a kept one. Each released message
+        leaves kombu's books, so its restore at channel close does not touch it again.
+        Returns (released, deferred)."""
+        qos = channel.qos
+        held = [
+            (tag, message) for tag, message in list(qos._delivered.items()) if tag not in qos._dirty
+        ]
+        running = {_fifo_group(message) for tag, message in held if tag in keep}
+        by_queue: dict[str, list[tuple[Any, str]]] = {}
+        deferred = 0
+        for tag, message in held:
+            if tag in keep:
+                continue
+            info = message.delivery_info or {}
+            sqs_message, queue_url = info.get("sqs_message"), info.get("sqs_queue")
+            if not sqs_message or not queue_url:
+                continue
+            if defer_running_groups and _behind_a_running_task(message, running):
+                deferred += 1
+                continue
+            by_queue.setdefault(queue_url, []).append((tag, sqs_message["ReceiptHandle"]))
+        released = 0
+        for queue_url, chunk in by_queue.items():
+            count = release_now(queue_url, [handle for _, handle in chunk])
+            released += count
+            if count == len(chunk):
+                for tag, _ in chunk:
+                    qos.ack(tag)  # kombu's bookkeeping only: no DeleteMessage
+        return released, deferred
+
+    def _await_last_receive(self, channel: Any) -> float:
+        """Run the event loop until the receives still open have answered (at most one long
+        poll plus a margin); their messages are released as they arrive. Seconds waited."""
+        hub = self.hub
+        client = getattr(hub, "_current_http_client", None) if hub is not None else None
+        if client is None:
+            return 0.0
+        wait = float(getattr(channel, "wait_time_seconds", 0) or 0)
+        started = time.monotonic()
+        deadline = started + wait + RECEIVE_DRAIN_MARGIN_SECONDS
+
+        def busy() -> bool:
+            return bool(client._pending) or len(client._free_list) < len(client._curls)
+
+        while busy() and time.monotonic() < deadline:
+            try:
+                hub.run_once()
+            except Exception as exc:
+                log.warning("consumer.receive_drain_failed", error=repr(exc))
+                break
+        return time.monotonic() - started
 
     def create_task_handler(self, promise: Any = promise) -> Any:
         """Celery's handler, made to dead-letter a task message it cannot even read.
@@ -242,11 +476,20 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         inside the receive callback, which ends the worker (found by the fuzzed raw messages).
         Any such error for one message now makes it an invalid task, left to the DLQ;
         connection errors still go to Celery, which reconnects.
+
+        A message naming one of Celery's own tasks (``celery.backend_cleanup``...) is refused
+        the same way: nothing of ours sends them to these queues, and run with a forged body
+        they fail outside kombu's reject backoff, so each receive waited the full visibility
+        timeout (60 s) before the DLQ (found by the fuzzed raw messages).
         """
         handler = super().create_task_handler(promise)
         recoverable = (*self.connection_errors, *self.channel_errors)
 
         def on_task_received(message: Any) -> Any:
+            name = (getattr(message, "headers", None) or {}).get("task")
+            if isinstance(name, str) and name.startswith(CELERY_BUILTIN_PREFIX):
+                self._dead_letter(message, "consumer.builtin_task_refused")
+                return None
             try:
                 return handler(message)
             except recoverable:

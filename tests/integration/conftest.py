@@ -8,14 +8,58 @@ with ``.stack`` (installed there on first use, about a minute) to skip a reinsta
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from local_stacks import running_stack
+from scenarios import SESSION_START, Scenario, declare, report, rows
 
 from flashsale.settings import Settings
+
+# --- the scenario table (tests/integration/scenarios.py) ---------------------------------------
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The session's start, for the table's title (this conftest loads during collection)."""
+    session.config.stash[SESSION_START] = time.time()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A marked test gets its row before anything can fail."""
+    row = declare(item)
+    if row is not None:
+        rows(item.config)[item.nodeid] = row
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """The row's result is the test's own: failed if any phase failed, else passed."""
+    test_report = yield
+    row = rows(item.config).get(item.nodeid)
+    if row is not None:
+        if test_report.failed:
+            row.outcome = "failed"
+        elif test_report.when == "call":
+            row.outcome = test_report.outcome
+        if test_report.when == "call":
+            row.seconds = test_report.duration
+    return test_report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    report(config, terminalreporter.write)
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest) -> Scenario:
+    """This test's row in the scenario table; the test must be marked ``scenario``."""
+    row = rows(request.config).get(request.node.nodeid)
+    if row is None:
+        pytest.fail("the scenario fixture needs @pytest.mark.scenario(name, injected=...)")
+    return row
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from polling import wait_until
 from sale_harness import PURCHASES, Sale, open_sale, single_seat_burst
+from scenarios import Scenario, redecided, worker_logs
 
 from flashsale.settings import Settings
 from infra.local.faults import FaultProxy, FaultRule, FaultStats
@@ -89,9 +90,11 @@ def sale(
     proxies.reset()
 
 
-def run_sale_under_faults(sale: Sale, timeout: float = 120) -> tuple[AppProcess, float]:
-    """A contested sale with whatever rules are set; checks the ledger exactly. The worker
-    process and how long the sale took."""
+def run_sale_under_faults(
+    sale: Sale, scenario: Scenario, timeout: float = 120
+) -> tuple[AppProcess, float]:
+    """A contested sale with whatever rules are set; checks the ledger exactly (and reports it
+    in ``scenario``'s row). The worker process and how long the sale took."""
     worker = sale.fleet.processes[WORKER]
     pid = worker.pid
     started = time.monotonic()
@@ -102,6 +105,11 @@ def run_sale_under_faults(sale: Sale, timeout: float = 120) -> tuple[AppProcess,
     took = time.monotonic() - started
     wait_until(sale.queue_drained, 60, "the purchases queue to drain")
     ledger = sale.ledger(event_id, orders)
+    scenario.record(
+        sent=BUYERS,
+        processed=len({o["order_id"] for o in orders}),
+        duplicated=redecided(worker_logs(sale.fleet.log_dir), event_id),
+    )
 
     assert worker.alive() and worker.pid == pid, f"the worker died; see {worker.log}"
     assert len(orders) == len({o["order_id"] for o in orders}) == BUYERS
@@ -112,13 +120,19 @@ def run_sale_under_faults(sale: Sale, timeout: float = 120) -> tuple[AppProcess,
     return worker, took
 
 
-def report(name: str, took: float, *stats: FaultStats) -> None:
+def report(name: str, took: float, scenario: Scenario, *stats: FaultStats) -> None:
     injected = [s.injected for s in stats]
+    scenario.observe(faults_injected=sum(s.count() for s in stats))
     print(f"\n{name}: sale decided in {took:.1f} s; injected {injected}")
 
 
+@pytest.mark.scenario(
+    "SQS 5xx and timeouts into a running worker",
+    injected="30% 5xx on receive/delete, a 22 s receive timeout, 2 delete timeouts",
+    unit="requests",
+)
 def test_sqs_5xx_and_timeouts__on_receive_and_delete_the_worker_survives_and_sells_exactly(
-    sale: Sale, proxies: Proxies
+    sale: Sale, proxies: Proxies, scenario: Scenario
 ) -> None:
     proxies.sqs.set_rules(
         [
@@ -136,9 +150,9 @@ def test_sqs_5xx_and_timeouts__on_receive_and_delete_the_worker_survives_and_sel
             FaultRule("error", operation=(RECEIVE, DELETE), rate=0.3),
         ]
     )
-    _, took = run_sale_under_faults(sale, timeout=150)
+    _, took = run_sale_under_faults(sale, scenario, timeout=150)
     stats = proxies.sqs.stats()
-    report("sqs 5xx + timeouts", took, stats)
+    report("sqs 5xx + timeouts", took, scenario, stats)
 
     assert stats.count("timeout", RECEIVE) == 1
     assert stats.count("timeout", DELETE) == 2
@@ -148,8 +162,13 @@ def test_sqs_5xx_and_timeouts__on_receive_and_delete_the_worker_survives_and_sel
     assert stats.requests[DELETE] >= BUYERS // sale.settings.purchase_batch_size
 
 
+@pytest.mark.scenario(
+    "SQS throttling into a running worker",
+    injected="RequestThrottled on 30% of SQS calls, 2 deletes",
+    unit="requests",
+)
 def test_sqs_throttling__on_every_call_the_worker_survives_and_sells_exactly(
-    sale: Sale, proxies: Proxies
+    sale: Sale, proxies: Proxies, scenario: Scenario
 ) -> None:
     proxies.sqs.set_rules(
         [
@@ -159,16 +178,21 @@ def test_sqs_throttling__on_every_call_the_worker_survives_and_sells_exactly(
             FaultRule("throttle", operation="AmazonSQS.*", rate=0.3),
         ]
     )
-    _, took = run_sale_under_faults(sale)
+    _, took = run_sale_under_faults(sale, scenario)
     stats = proxies.sqs.stats()
-    report("sqs throttling", took, stats)
+    report("sqs throttling", took, scenario, stats)
 
     assert stats.count("throttle", RECEIVE) > 0
     assert stats.count("throttle", DELETE) >= 2
 
 
+@pytest.mark.scenario(
+    "DynamoDB throttling and 5xx into a running worker",
+    injected="throttling + 5xx on transactions and reads (capped bursts), lost answers",
+    unit="requests",
+)
 def test_dynamodb_throttling_and_5xx__the_worker_survives_and_sells_exactly(
-    sale: Sale, proxies: Proxies
+    sale: Sale, proxies: Proxies, scenario: Scenario
 ) -> None:
     # Budgets, not only rates: at most 5 faults in a row, so each call gets through within
     # botocore's 6 attempts (flashsale.aws) and no task fails. A purchase task that does fail
@@ -188,9 +212,9 @@ def test_dynamodb_throttling_and_5xx__the_worker_survives_and_sells_exactly(
             FaultRule("error", operation=(TRANSACT, BATCH_GET), rate=0.05),
         ]
     )
-    _, took = run_sale_under_faults(sale)
+    _, took = run_sale_under_faults(sale, scenario)
     stats = proxies.dynamodb.stats()
-    report("dynamodb throttling + 5xx", took, stats)
+    report("dynamodb throttling + 5xx", took, scenario, stats)
 
     assert stats.count("error", TRANSACT) >= 3
     assert stats.count("throttle", TRANSACT) >= 2
@@ -198,14 +222,19 @@ def test_dynamodb_throttling_and_5xx__the_worker_survives_and_sells_exactly(
     assert stats.count("throttle", BATCH_GET) >= 2
 
 
+@pytest.mark.scenario(
+    "slow SQS and DynamoDB responses",
+    injected="+300 ms on half of all calls",
+    unit="requests",
+)
 def test_slow_responses__from_sqs_and_dynamodb_the_worker_survives_and_sells_exactly(
-    sale: Sale, proxies: Proxies
+    sale: Sale, proxies: Proxies, scenario: Scenario
 ) -> None:
     slow = [FaultRule("latency", rate=0.5, delay_seconds=0.3)]
     proxies.sqs.set_rules(slow)
     proxies.dynamodb.set_rules(slow)
-    _, took = run_sale_under_faults(sale)
-    report("slow responses", took, proxies.sqs.stats(), proxies.dynamodb.stats())
+    _, took = run_sale_under_faults(sale, scenario)
+    report("slow responses", took, scenario, proxies.sqs.stats(), proxies.dynamodb.stats())
 
     assert proxies.sqs.stats().count("latency", RECEIVE) > 0
     assert proxies.sqs.stats().count("latency", DELETE) > 0

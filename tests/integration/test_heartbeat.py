@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from polling import wait_until
+from scenarios import Scenario
 
 from flashsale.task_messages import task_message_body
 from infra.local.fleet import AppProcess, Fleet
@@ -103,6 +104,11 @@ def finished(clients: dict[str, Any], queue_url: str, record: Path, run_id: str,
     return len(lines(record, run_id, "end")) >= runs and depth(clients, queue_url) == 0
 
 
+@pytest.mark.scenario(
+    "visibility heartbeat ({task})",
+    injected=f"a {WORK_SECONDS} s task on a {VISIBILITY_SECONDS} s visibility queue",
+    unit="tasks",
+)
 @pytest.mark.parametrize(
     ("task", "kwargs"),
     [("it.heartbeat.slow", {"heartbeat": True}), ("it.heartbeat.slow_base", {})],
@@ -115,6 +121,7 @@ def test_heartbeat__a_task_longer_than_the_visibility_timeout_runs_exactly_once(
     tmp_path: Path,
     task: str,
     kwargs: dict[str, Any],
+    scenario: Scenario,
 ) -> None:
     queue_url, dlq_url = queue
     record = tmp_path / "runs.jsonl"
@@ -127,6 +134,13 @@ def test_heartbeat__a_task_longer_than_the_visibility_timeout_runs_exactly_once(
     )
     starts, ends = lines(record, run_id, "start"), lines(record, run_id, "end")
     print(f"\n{task}: {len(starts)} run(s); heartbeat beats: {ends[0]['beats']}")
+    scenario.record(
+        sent=1,
+        processed=len({line["run_id"] for line in ends}),
+        dead_lettered=depth(clients, dlq_url),
+        duplicated=len(starts) - 1,
+        **({"beats": ends[0]["beats"]} if ends[0]["beats"] is not None else {}),
+    )
 
     # A redelivery would have started at once on the idle second process, before the end.
     assert len(starts) == len(ends) == 1
@@ -138,8 +152,17 @@ def test_heartbeat__a_task_longer_than_the_visibility_timeout_runs_exactly_once(
     assert worker.alive()
 
 
+@pytest.mark.scenario(
+    "no heartbeat (control): the same task runs twice",
+    injected=f"a {WORK_SECONDS} s task on a {VISIBILITY_SECONDS} s visibility queue",
+    unit="tasks",
+)
 def test_without_heartbeat__the_same_task_is_redelivered_and_runs_twice_at_once(
-    worker: AppProcess, queue: tuple[str, str], clients: dict[str, Any], tmp_path: Path
+    worker: AppProcess,
+    queue: tuple[str, str],
+    clients: dict[str, Any],
+    tmp_path: Path,
+    scenario: Scenario,
 ) -> None:
     queue_url, _ = queue
     record = tmp_path / "runs.jsonl"
@@ -153,6 +176,7 @@ def test_without_heartbeat__the_same_task_is_redelivered_and_runs_twice_at_once(
     starts, ends = lines(record, run_id, "start"), lines(record, run_id, "end")
     first_end = min(line["at"] for line in ends)
     print(f"\nwithout heartbeat: {len(starts)} runs of message {message_id}")
+    scenario.record(sent=1, processed=1, duplicated=len(starts) - 1)
 
     # The redelivered copy started while the first run was still working.
     assert len(starts) == len(ends) == MAX_RECEIVES

@@ -17,6 +17,7 @@ import pytest
 from dead_letters import dead_letter
 from local_stacks import running_stack
 from rich.console import Console
+from scenarios import Scenario
 
 from bench.poison import poison_bodies, send_poison
 from flashsale.names import QueueRole, alarm_name, alarm_name_prefix
@@ -83,8 +84,12 @@ def _decoded(body: str) -> str:
     return summary.kwargs or ""
 
 
+@pytest.mark.scenario(
+    "DLQ redrive of a FIFO queue (python -m tasks.dlq)",
+    injected="5 poison messages dead-lettered, redriven within the 5-minute dedup window",
+)
 def test_dlq__show_finds_fifo_poison_and_redrive_returns_exactly_them(
-    run: Callable[..., tuple[int, str]], settings: Settings, sqs: Any
+    run: Callable[..., tuple[int, str]], settings: Settings, sqs: Any, scenario: Scenario
 ) -> None:
     role = QueueRole.PURCHASES
     queue_url, dlq_url = settings.queue_url(role), settings.dlq_url(role)
@@ -103,9 +108,16 @@ def test_dlq__show_finds_fifo_poison_and_redrive_returns_exactly_them(
     # Within the FIFO deduplication window: a move task would drop these as duplicates.
     code, redriven = run(dlq.main, "redrive", "purchases")
 
+    back = take_bodies(sqs, queue_url, run_id)
+    scenario.record(
+        sent=POISON_COUNT,
+        processed=len(back),
+        dead_lettered=queue_depth(sqs, dlq_url).total,
+        dead_lettered_before_redrive=POISON_COUNT,
+    )
     assert code == 0, redriven
     assert queue_depth(sqs, dlq_url).total == 0
-    assert sorted(take_bodies(sqs, queue_url, run_id)) == sorted(poison)
+    assert sorted(back) == sorted(poison)
 
 
 def test_dlq__redrive_of_a_standard_queue_uses_a_move_task(
@@ -162,7 +174,7 @@ def test_dlq_list__shows_every_role_and_its_depth(
     assert code == 0
     for role in QueueRole:
         assert settings.dlq_url(role) in output
-    (line,) = [row for row in output.splitlines() if "notifications" in row]
+    (line,) = [r for r in output.splitlines() if settings.dlq_url(QueueRole.NOTIFICATIONS) in r]
     assert "│            1 │" in line, output
     assert take_bodies(sqs, settings.dlq_url(QueueRole.NOTIFICATIONS), body) == [body]
 

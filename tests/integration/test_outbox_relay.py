@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from local_stacks import running_stack
 from polling import wait_until
+from scenarios import Scenario
 
 from flashsale.dynamo import from_item
 from flashsale.names import OUTBOX_PENDING_SHARD, OUTBOX_PK, OUTBOX_SK, QueueRole
@@ -247,13 +248,19 @@ def stats(environ: dict[str, str], variable: str, *, reset: bool = False) -> dic
         return dict(json.loads(response.read()))
 
 
+@pytest.mark.scenario(
+    "outbox relay: every event once, in order",
+    injected="none: 100 events, 20 aggregates, 1 relay",
+    unit="events",
+)
 def test_relay__delivers_every_event_once_per_aggregate_in_order(
-    fleet: Fleet, outbox: Outbox
+    fleet: Fleet, outbox: Outbox, scenario: Scenario
 ) -> None:
     records = outbox.write(aggregates=20, per_aggregate=5)
     fleet.start_relay("relay-1")
 
     seen = outbox.receive({r.event_id for r in records}, timeout=120)
+    record_delivery(scenario, records, seen)
 
     assert set(seen) == {r.event_id for r in records}
     assert max(seen.values()) == 1  # no crash, no duplicate
@@ -262,8 +269,13 @@ def test_relay__delivers_every_event_once_per_aggregate_in_order(
     outbox.assert_delivered_in_order()
 
 
+@pytest.mark.scenario(
+    "outbox relay outage: backlog drained",
+    injected="relay down while 300 events were committed",
+    unit="events",
+)
 def test_relay__started_after_an_outage_drains_the_backlog(
-    fleet: Fleet, outbox: Outbox, environ: dict[str, str]
+    fleet: Fleet, outbox: Outbox, environ: dict[str, str], scenario: Scenario
 ) -> None:
     records = outbox.write(aggregates=300, per_aggregate=1)
     stats(environ, "AWS_ENDPOINT_URL_DYNAMODB", reset=True)
@@ -276,6 +288,7 @@ def test_relay__started_after_an_outage_drains_the_backlog(
     dynamodb = stats(environ, "AWS_ENDPOINT_URL_DYNAMODB")["calls"]
     sqs = stats(environ, "AWS_ENDPOINT_URL_SQS")["calls"]
     seen = outbox.receive({r.event_id for r in records}, timeout=60)
+    record_delivery(scenario, records, seen, drained_s=elapsed)
 
     assert set(seen) == {r.event_id for r in records}
     outbox.assert_marked_once_in_order()
@@ -287,8 +300,13 @@ def test_relay__started_after_an_outage_drains_the_backlog(
     )
 
 
+@pytest.mark.scenario(
+    "outbox relay SIGKILLed 6 times at random",
+    injected="6 SIGKILLs anywhere in a round",
+    unit="events",
+)
 def test_relay__sigkilled_again_and_again_still_delivers_everything_and_marks_exactly_once(
-    fleet: Fleet, outbox: Outbox
+    fleet: Fleet, outbox: Outbox, scenario: Scenario
 ) -> None:
     records = outbox.write(aggregates=60, per_aggregate=5)
     rng = random.Random(7)
@@ -301,6 +319,7 @@ def test_relay__sigkilled_again_and_again_still_delivers_everything_and_marks_ex
     fleet.start_relay("relay-final")
 
     seen = outbox.receive({r.event_id for r in records}, timeout=180)
+    record_delivery(scenario, records, seen, sigkills=6)
 
     assert set(seen) == {r.event_id for r in records}
     wait_until(outbox.all_marked, 60, "every record marked")
@@ -308,14 +327,20 @@ def test_relay__sigkilled_again_and_again_still_delivers_everything_and_marks_ex
     print(f"\nafter 6 SIGKILLs: {sum(seen.values()) - len(seen)} duplicate deliveries")
 
 
+@pytest.mark.scenario(
+    "two outbox relays",
+    injected="2 relays sharing 8 shards",
+    unit="events",
+)
 def test_two_relays__split_the_shards_and_deliver_every_event_in_order(
-    fleet: Fleet, outbox: Outbox, settings: Settings, clients: dict[str, Any]
+    fleet: Fleet, outbox: Outbox, settings: Settings, clients: dict[str, Any], scenario: Scenario
 ) -> None:
     fleet.start_relay("relay-a")
     fleet.start_relay("relay-b")
     records = outbox.write(aggregates=40, per_aggregate=5)
 
     seen = outbox.receive({r.event_id for r in records}, timeout=120)
+    record_delivery(scenario, records, seen)
     wait_until(outbox.all_marked, 60, "every record marked")
 
     assert set(seen) == {r.event_id for r in records}
@@ -364,9 +389,15 @@ def relay_until_all_marked(
             return processes
 
 
+@pytest.mark.scenario(
+    "outbox relay kill -9 at {point}",
+    injected="crash drill: SIGKILL at {point}, p=0.3, restarted each time",
+    unit="events",
+)
+@pytest.mark.slow
 @pytest.mark.parametrize("point", list(CrashPoint), ids=[p.value for p in CrashPoint])
 def test_relay__sigkilled_at_each_point_many_times_delivers_all_and_effects_happen_once(
-    fleet: Fleet, outbox: Outbox, point: CrashPoint
+    fleet: Fleet, outbox: Outbox, point: CrashPoint, scenario: Scenario
 ) -> None:
     records = outbox.write(aggregates=60, per_aggregate=5)
 
@@ -382,6 +413,7 @@ def test_relay__sigkilled_at_each_point_many_times_delivers_all_and_effects_happ
     seen = outbox.receive({r.event_id for r in records}, timeout=120)
     consumer = IdempotentConsumer()
     applied = [consumer.handle(event_id) for _, _, event_id in outbox.stream]
+    record_delivery(scenario, records, seen, sigkills=len(dead), effects=len(consumer.effects))
 
     assert len(seen) == len(records) == 300
     assert sum(applied) == len(consumer.effects) == 300  # every effect exactly once
@@ -412,13 +444,19 @@ def start_three(fleet: Fleet, clients: dict[str, Any], settings: Settings) -> li
     return names
 
 
+@pytest.mark.scenario(
+    "three outbox relays",
+    injected="3 relays sharing 8 shards",
+    unit="events",
+)
 def test_three_relays__split_the_shards_and_deliver_every_event_once_in_order(
-    fleet: Fleet, outbox: Outbox, settings: Settings, clients: dict[str, Any]
+    fleet: Fleet, outbox: Outbox, settings: Settings, clients: dict[str, Any], scenario: Scenario
 ) -> None:
     names = start_three(fleet, clients, settings)
     records = outbox.write(aggregates=60, per_aggregate=5)
 
     seen = outbox.receive({r.event_id for r in records}, timeout=120)
+    record_delivery(scenario, records, seen)
     wait_until(outbox.all_marked, 60, "every record marked")
 
     assert seen == Counter({r.event_id: 1 for r in records})  # no crash, no duplicate
@@ -429,8 +467,13 @@ def test_three_relays__split_the_shards_and_deliver_every_event_once_in_order(
     assert sum(shares.values()) == 300 and min(shares.values()) > 0, shares
 
 
+@pytest.mark.scenario(
+    "outbox relay takeover after SIGKILL",
+    injected="SIGKILL of 1 of 3 relays",
+    unit="events",
+)
 def test_three_relays__survivors_take_a_killed_relays_shards_over_within_the_lease_bound(
-    fleet: Fleet, outbox: Outbox, settings: Settings, clients: dict[str, Any]
+    fleet: Fleet, outbox: Outbox, settings: Settings, clients: dict[str, Any], scenario: Scenario
 ) -> None:
     names = start_three(fleet, clients, settings)
     orphaned = assign(settings.outbox_shards, names)["relay-y"]
@@ -447,6 +490,7 @@ def test_three_relays__survivors_take_a_killed_relays_shards_over_within_the_lea
     )
     takeover = time.monotonic() - killed
     seen = outbox.receive({r.event_id for r in records}, timeout=120)
+    record_delivery(scenario, records, seen, takeover_s=takeover)
     wait_until(outbox.all_marked, 60, "every record marked")
 
     assert takeover < TAKEOVER_BOUND_SECONDS, f"takeover took {takeover:.2f} s"
@@ -458,8 +502,13 @@ def test_three_relays__survivors_take_a_killed_relays_shards_over_within_the_lea
     print(f"\ntakeover of {orphaned}: {takeover:.2f} s (bound {TAKEOVER_BOUND_SECONDS} s)")
 
 
+@pytest.mark.scenario(
+    "outbox: undeliverable record parked",
+    injected="destination queue does not exist",
+    unit="events",
+)
 def test_relay__parks_an_undeliverable_record_after_n_attempts_and_carries_on(
-    fleet: Fleet, outbox: Outbox, environ: dict[str, str]
+    fleet: Fleet, outbox: Outbox, environ: dict[str, str], scenario: Scenario
 ) -> None:
     missing = environ["AWS_ENDPOINT_URL_SQS"] + "/000000000000/flashsale-no-such-queue"
     fleet.start_relay(
@@ -489,4 +538,18 @@ def test_relay__parks_an_undeliverable_record_after_n_attempts_and_carries_on(
     parked_lines = log_events(fleet.processes["relay-park"], "relay.parked")
     assert [e["event_id"] for e in parked_lines] == [doomed.event_id]
     # A parked record no longer holds its aggregate back.
-    assert set(outbox.receive({follower.event_id}, timeout=60)) == {follower.event_id}
+    delivered = outbox.receive({follower.event_id}, timeout=60)
+    scenario.record(sent=2, processed=len(delivered), dead_lettered=1, attempts=item["attempts"])
+    assert set(delivered) == {follower.event_id}
+
+
+def record_delivery(
+    scenario: Scenario, records: Sequence[OutboxRecord], seen: Counter[str], **observed: Any
+) -> None:
+    """A relay scenario's row: events committed, distinct events delivered, redeliveries."""
+    scenario.record(
+        sent=len(records),
+        processed=len(set(seen) & {r.event_id for r in records}),
+        duplicated=sum(seen.values()) - len(seen),
+        **observed,
+    )

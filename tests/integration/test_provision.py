@@ -79,13 +79,14 @@ def test_provisioned_tables__have_indexes_ttl_and_the_outbox_stream(
     assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
 
 
-def test_provisioned_alarms__three_per_queue_and_two_for_the_relay_to_the_topic(
+def test_provisioned_alarms__three_per_queue_two_for_the_relay_one_for_sagas_to_the_topic(
     clients: dict[str, Any], outputs: dict[str, Any]
 ) -> None:
     alarms = clients["cloudwatch"].describe_alarms(AlarmNamePrefix=f"flashsale-{STACK}-")
     topic = [outputs[Output.ALARM_TOPIC_ARN]]
     found = alarms["MetricAlarms"]
-    assert len(found) == 3 * len(QueueRole) + 2  # + outbox lag and parked (relay_alarms)
+    # + outbox lag and parked (relay_alarms), quarantined sagas (saga_alarms)
+    assert len(found) == 3 * len(QueueRole) + 3
     assert all(a["AlarmActions"] == a["OKActions"] == topic for a in found)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from polling import wait_until
 from sale_harness import PURCHASES, Sale, open_sale, single_seat_burst
+from scenarios import Scenario, redecided, worker_logs
 
 from bench.poison import count_dead_letters, poison_bodies, send_poison
 from flashsale.messages import OrderStatus
@@ -41,12 +42,20 @@ def sale(fleet: Fleet, settings: Settings, clients: dict[str, Any]) -> Iterator[
         yield sale
 
 
-def test_contested_sale__2000_buyers_for_500_seats_sell_exactly_500(sale: Sale) -> None:
+@pytest.mark.scenario(
+    "happy path: contested sale",
+    injected="none: 2,000 buyers, 500 seats, 4 workers",
+    unit="requests",
+)
+def test_contested_sale__2000_buyers_for_500_seats_sell_exactly_500(
+    sale: Sale, scenario: Scenario
+) -> None:
     event_id = sale.new_event(500)
     assert sale.fire(single_seat_burst(event_id, 2000)) == 2000
 
     orders = sale.decided(event_id, 2000, timeout=120)
     ledger = sale.ledger(event_id, orders)
+    record_sale(scenario, sale, event_id, 2000, orders)
 
     assert len(orders) == 2000
     assert (ledger.confirmed, ledger.sold_out, ledger.rejected) == (500, 1500, 0)
@@ -55,11 +64,17 @@ def test_contested_sale__2000_buyers_for_500_seats_sell_exactly_500(sale: Sale) 
     assert ledger.fcfs_inversions == 0
 
 
-def test_order_within_an_event__follows_the_fifo_sequence(sale: Sale) -> None:
+@pytest.mark.scenario(
+    "FIFO order across several consumers",
+    injected="4 workers competing for one FIFO group",
+    unit="requests",
+)
+def test_order_within_an_event__follows_the_fifo_sequence(sale: Sale, scenario: Scenario) -> None:
     event_id = sale.new_event(300)
     sale.fire(single_seat_burst(event_id, 1000))
 
     orders = sorted(sale.decided(event_id, 1000, timeout=120), key=lambda o: o["accepted_seq"])
+    record_sale(scenario, sale, event_id, 1000, orders)
 
     # The first 300 in line got the seats, everyone after them was told "sold out" ...
     assert [o["status"] for o in orders] == ["confirmed"] * 300 + ["sold_out"] * 700
@@ -68,7 +83,12 @@ def test_order_within_an_event__follows_the_fifo_sequence(sale: Sale) -> None:
     assert decided_at == sorted(decided_at)
 
 
-def test_repeated_request_ids__give_one_order_each(sale: Sale) -> None:
+@pytest.mark.scenario(
+    "repeated request ids (double clicks, client retries)",
+    injected="300 buyers, 113 of their requests sent again",
+    unit="requests",
+)
+def test_repeated_request_ids__give_one_order_each(sale: Sale, scenario: Scenario) -> None:
     event_id = sale.new_event(100)
     unique = single_seat_burst(event_id, 300)
     # Double clicks next to each other (same batch), retries much later (other batches) ...
@@ -82,13 +102,24 @@ def test_repeated_request_ids__give_one_order_each(sale: Sale) -> None:
 
     orders = sale.orders(event_id)
     ledger = sale.ledger(event_id, orders)
+    scenario.record(
+        sent=len(unique),
+        processed=len({o["order_id"] for o in orders}),
+        duplicated=len(repeated) + 20 - len(unique),
+        seen_again_by_workers=redecided(worker_logs(sale.fleet.log_dir), event_id),
+    )
     assert len(orders) == len({o["order_id"] for o in orders}) == 300
     assert ledger.sold_counter == 100
     assert sum(o["status"] == OrderStatus.CONFIRMED for o in orders) == 100
 
 
+@pytest.mark.scenario(
+    "poison messages to the DLQ",
+    injected="7 poison messages among 200 buyers (not Celery, unknown task, bad schema)",
+    unit="requests",
+)
 def test_poison_messages__exactly_n_dead_lettered_and_every_good_request_decided(
-    sale: Sale,
+    sale: Sale, scenario: Scenario
 ) -> None:
     run_id = uuid.uuid4().hex
     poison = poison_bodies(run_id, 7, PURCHASES)  # not Celery, unknown task, bad schema...
@@ -105,12 +136,23 @@ def test_poison_messages__exactly_n_dead_lettered_and_every_good_request_decided
         return counted[-1] >= 7
 
     wait_until(all_dead_lettered, 90, "7 poison messages in the DLQ")
+    scenario.record(
+        sent=200 + 7,
+        processed=len({o["order_id"] for o in orders}),
+        dead_lettered=counted[-1],
+        duplicated=redecided(worker_logs(sale.fleet.log_dir), event_id),
+    )
     assert counted[-1] == 7
     assert len(orders) == 200
     assert all(process.alive() for process in sale.fleet.processes.values()), "a worker died"
 
 
-def test_worker_killed_with_sigkill_mid_sale__loses_nothing(sale: Sale) -> None:
+@pytest.mark.scenario(
+    "crash after receive: SIGKILL of workers mid-sale",
+    injected="SIGKILL of 2 of 4 workers mid-task; restarted",
+    unit="requests",
+)
+def test_worker_killed_with_sigkill_mid_sale__loses_nothing(sale: Sale, scenario: Scenario) -> None:
     event_id = sale.new_event(400)
     assert sale.fire(single_seat_burst(event_id, 1600)) == 1600
 
@@ -119,15 +161,29 @@ def test_worker_killed_with_sigkill_mid_sale__loses_nothing(sale: Sale) -> None:
     sale.fleet.kill("purchase-0", signal.SIGKILL)
     sale.fleet.kill("purchase-1", signal.SIGKILL)
     assert len(sale.orders(event_id)) < 1600, "the sale ended before the kill: proves nothing"
-    sale.fleet.start_worker("purchase-0", [PURCHASES])
-    sale.fleet.start_worker("purchase-1", [PURCHASES])
+    # New names: a worker's log is kept, so its executions are counted too.
+    sale.fleet.start_worker("purchase-0-restarted", [PURCHASES])
+    sale.fleet.start_worker("purchase-1-restarted", [PURCHASES])
 
     # Messages the dead workers held reappear after the visibility timeout (60 s) and are
     # decided by the others; what they had committed is recognised as already decided.
     orders = sale.decided(event_id, 1600, timeout=240)
     ledger = sale.ledger(event_id, orders)
+    record_sale(scenario, sale, event_id, 1600, orders)
 
     assert len(orders) == len({o["order_id"] for o in orders}) == 1600
     assert ledger.sold_counter == ledger.seats_confirmed == 400
     assert ledger.oversold == 0
     assert ledger.fcfs_inversions == 0
+
+
+def record_sale(
+    scenario: Scenario, sale: Sale, event_id: str, sent: int, orders: list[dict[str, Any]]
+) -> None:
+    """A sale's row: requests sent, distinct orders decided, and how many requests the workers
+    found already decided (redelivered messages, each a no-op)."""
+    scenario.record(
+        sent=sent,
+        processed=len({o["order_id"] for o in orders}),
+        duplicated=redecided(worker_logs(sale.fleet.log_dir), event_id),
+    )

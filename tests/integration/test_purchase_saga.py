@@ -7,6 +7,10 @@ e-mails and SMS from LocalStack's records.
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,11 +19,12 @@ import pytest
 from local_stacks import running_stack
 from polling import wait_until
 from sale_harness import PURCHASES, Sale, open_sale
+from scenarios import Scenario
 
 from flashsale.messages import Fulfilment, OrderStatus, PurchaseRequest
 from flashsale.names import QueueRole
 from flashsale.settings import Settings
-from infra.local.fleet import Fleet, provider_url
+from infra.local.fleet import AppProcess, Fleet, provider_url
 from infra.local.ports import free_port
 from infra.local.sent_messages import sent_emails, sent_sms
 from payments.control import ProviderControl
@@ -129,9 +134,15 @@ def settled(
     return sale.orders(event_id), found
 
 
+@pytest.mark.scenario(
+    "external side effects: contested sale with declines",
+    injected=f"{DECLINE_RATE:.0%} of cards declined; seats resold in waves",
+    unit="orders",
+)
 def test_contested_sale_with_declines__every_declined_seat_is_resold(
-    sale: Sale, sagas: SagaStore, provider: ProviderControl
+    sale: Sale, sagas: SagaStore, provider: ProviderControl, scenario: Scenario
 ) -> None:
+    before = provider.summary()
     capacity = 40
     event_id = sale.new_event(capacity)
     first, wave = 0, 80
@@ -147,6 +158,7 @@ def test_contested_sale_with_declines__every_declined_seat_is_resold(
 
     released = [o for o in orders if o.get("fulfilment") == Fulfilment.RELEASED]
     ledger = sale.ledger(event_id, orders)
+    record_sagas(scenario, first, orders, states, provider, before, waves=first // wave)
     charges = {c["key"]: c for c in provider.charges() if c["key"] in states}
     captured = {k for k, c in charges.items() if c["status"] == "succeeded" and not c["refund_id"]}
     assert released, "the decline rate gave no declines: the test proved nothing"
@@ -193,8 +205,19 @@ def history(sagas: SagaStore, order_id: str) -> list[tuple[str, str]]:
     return [(h.step, h.event) for h in state.history]
 
 
+@pytest.mark.scenario(
+    "crash after the side effect: saga workers and provider kill -9",
+    injected="saga/notify workers SIGKILL after work and after commit (p=0.15); "
+    "provider dies after charging (p=0.2)",
+    unit="orders",
+)
 def test_crashes_at_every_step_boundary__no_duplicate_charge_no_lost_order(
-    fleet: Fleet, sale: Sale, sagas: SagaStore, provider: ProviderControl, provider_port: int
+    fleet: Fleet,
+    sale: Sale,
+    sagas: SagaStore,
+    provider: ProviderControl,
+    provider_port: int,
+    scenario: Scenario,
 ) -> None:
     """Saga workers SIGKILL themselves after a step's effect and after its commit; the provider
     dies after recording a charge, before answering. Everything is restarted until done."""
@@ -203,6 +226,7 @@ def test_crashes_at_every_step_boundary__no_duplicate_charge_no_lost_order(
     restart(fleet, "saga", SAGA_QUEUES, **drill)
     restart(fleet, "notify", NOTIFY_QUEUES, **drill)
     provider.set_faults(crash_after_charge_rate=0.2)
+    before = provider.summary()
     provider_crashes = 0
     event_id = sale.new_event(60)
     sale.fire(buyers(event_id, 0, 120))
@@ -236,6 +260,16 @@ def test_crashes_at_every_step_boundary__no_duplicate_charge_no_lost_order(
     charges = [c for c in provider.charges() if c["key"] in held]
     captured = {c["key"] for c in charges if c["status"] == "succeeded" and not c["refund_id"]}
     ledger = sale.ledger(event_id, orders)
+    record_sagas(
+        scenario,
+        120,
+        orders,
+        sagas.get_many(list(held)),
+        provider,
+        before,
+        worker_sigkills=crashes,
+        provider_crashes=provider_crashes,
+    )
     assert provider_crashes > 0 and crashes > 0, "no crash happened: the test proved nothing"
     assert len(charges) == len({c["key"] for c in charges})  # one charge per order at most
     assert captured == ticketed  # no order charged without a ticket, none lost
@@ -243,15 +277,22 @@ def test_crashes_at_every_step_boundary__no_duplicate_charge_no_lost_order(
     assert {sagas.get(o).status for o in held} <= {SagaStatus.COMPLETED, SagaStatus.COMPENSATED}
 
 
+@pytest.mark.scenario(
+    "saga compensation: ticketing fails after the charge",
+    injected="every ticket step fails",
+    unit="orders",
+)
 def test_ticketing_failing__refunds_then_releases(
-    fleet: Fleet, sale: Sale, sagas: SagaStore, provider: ProviderControl
+    fleet: Fleet, sale: Sale, sagas: SagaStore, provider: ProviderControl, scenario: Scenario
 ) -> None:
+    before = provider.summary()
     restart(fleet, "saga", SAGA_QUEUES, FLASHSALE_TICKET_FAULT_RATE="1")
     event_id = sale.new_event(3)
     requests = paying_buyers(event_id, 3)
     sale.fire(requests)
     orders, states = settled(sale, sagas, event_id, 3, timeout=120)
     restart(fleet, "saga", SAGA_QUEUES)
+    record_sagas(scenario, 3, orders, states, provider, before)
 
     refunded = {c["key"] for c in provider.charges() if c["refund_id"]}
     for order in orders:
@@ -266,10 +307,16 @@ def test_ticketing_failing__refunds_then_releases(
     assert sale.ledger(event_id, orders).sold_counter == 0
 
 
+@pytest.mark.scenario(
+    "hold expiry: payments down, the sweeper undoes the saga",
+    injected="saga workers stopped; 3 s hold",
+    unit="orders",
+)
 def test_hold_expiring__releases_the_seat_and_voids_the_charge(
-    fleet: Fleet, sale: Sale, sagas: SagaStore, provider: ProviderControl
+    fleet: Fleet, sale: Sale, sagas: SagaStore, provider: ProviderControl, scenario: Scenario
 ) -> None:
     """Payments stop; the hold (3 s) runs out; the sweeper undoes the saga."""
+    before = provider.summary()
     restart(fleet, "purchase", [PURCHASES], FLASHSALE_HOLD_SECONDS="3")
     fleet.stop("saga")
     event_id = sale.new_event(2)
@@ -283,6 +330,7 @@ def test_hold_expiring__releases_the_seat_and_voids_the_charge(
     fleet.start_worker("saga", SAGA_QUEUES, concurrency=2)
     restart(fleet, "purchase", [PURCHASES])
     orders, states = settled(sale, sagas, event_id, 2, timeout=120)
+    record_sagas(scenario, 2, orders, states, provider, before)
 
     assert {s.status for s in states.values()} == {SagaStatus.COMPENSATED}
     assert all(("charge_payment", "failed") in history(sagas, i) for i in ids)
@@ -292,11 +340,22 @@ def test_hold_expiring__releases_the_seat_and_voids_the_charge(
     assert sale.ledger(event_id, orders).sold_counter == 0
 
 
+@pytest.mark.scenario(
+    "stuck saga resumed by the sweeper",
+    injected="the charge command deleted from the queue (lost)",
+    unit="orders",
+)
 def test_stuck_saga__is_resumed_by_the_sweeper(
-    fleet: Fleet, sale: Sale, sagas: SagaStore, settings: Settings, provider: ProviderControl
+    fleet: Fleet,
+    sale: Sale,
+    sagas: SagaStore,
+    settings: Settings,
+    provider: ProviderControl,
+    scenario: Scenario,
 ) -> None:
     """The charge command is lost (taken off the queue while no worker runs): after the step
     timeout the sweeper sends it again and the saga completes, charged once."""
+    before = provider.summary()
     fleet.stop("saga")
     event_id = sale.new_event(1)
     sale.fire(paying_buyers(event_id, 1))
@@ -317,15 +376,26 @@ def test_stuck_saga__is_resumed_by_the_sweeper(
 
     wait_until(take_the_command, 30, "the charge command on the payments queue")
     fleet.start_worker("saga", SAGA_QUEUES, concurrency=2)
-    _, states = settled(sale, sagas, event_id, 1, timeout=120)
+    orders, states = settled(sale, sagas, event_id, 1, timeout=120)
+    record_sagas(scenario, 1, orders, states, provider, before, commands_lost=len(lost))
 
     assert states[order["order_id"]].status is SagaStatus.COMPLETED
     assert ("charge_payment", "retrying") in history(sagas, order["order_id"])
     assert [c["key"] for c in provider.charges()].count(order["order_id"]) == 1
 
 
+@pytest.mark.scenario(
+    "DLQ redrive after a fix: notifications unreachable",
+    injected="SES and SNS unreachable from the notification worker, then fixed",
+    unit="confirmations",
+)
 def test_notification_failing__the_purchase_stands_and_the_message_is_dead_lettered(
-    fleet: Fleet, sale: Sale, sagas: SagaStore, settings: Settings, provider: ProviderControl
+    fleet: Fleet,
+    sale: Sale,
+    sagas: SagaStore,
+    settings: Settings,
+    provider: ProviderControl,
+    scenario: Scenario,
 ) -> None:
     """SES and SNS unreachable from the notification worker: the confirmation is retried by
     the queue and dead-lettered; the purchase stands. After the fix, a DLQ redrive sends
@@ -361,6 +431,238 @@ def test_notification_failing__the_purchase_stands_and_the_message_is_dead_lette
         lambda: (s := sagas.get(order_id)) is not None and s.status is SagaStatus.COMPLETED,
         120, "the saga completed after the redrive",
     )  # fmt: skip
-    assert [m["Subject"] for m in sent_emails(to=buyer["email"])] == [
-        f"Your 1 ticket for {event_id}"
-    ]
+    emails = [m["Subject"] for m in sent_emails(to=buyer["email"])]
+    scenario.record(
+        sent=1,
+        processed=len(emails),
+        dead_lettered=dead_lettered(),
+        dead_lettered_before_redrive=1,
+    )
+    assert emails == [f"Your 1 ticket for {event_id}"]
+
+
+def record_sagas(
+    scenario: Scenario,
+    sent: int,
+    orders: list[dict[str, Any]],
+    states: dict[str, SagaState],
+    provider: ProviderControl,
+    before: dict[str, int],
+    duplicated: int | None = None,
+    **observed: Any,
+) -> None:
+    """A saga scenario's row. An order is processed once it is final: refused a seat, or held
+    with its saga completed or compensated. Duplicates, unless given: the charge and refund
+    requests the provider answered from its idempotency record (a repeated step, never a
+    second effect)."""
+    after = provider.summary()
+    final = sum(
+        1
+        for o in orders
+        if o["status"] != OrderStatus.CONFIRMED
+        or (o["order_id"] in states and states[o["order_id"]].status.final)
+    )
+    scenario.record(
+        sent=sent,
+        processed=final,
+        duplicated=(
+            duplicated
+            if duplicated is not None
+            else sum(after[k] - before.get(k, 0) for k in ("replays", "refund_replays"))
+        ),
+        **observed,
+    )
+
+
+def command_event(body: str) -> dict[str, Any]:
+    """The outbox event a relayed saga command carries (the Celery task's ``event``)."""
+    envelope = json.loads(base64.b64decode(body))
+    return dict(json.loads(base64.b64decode(envelope["body"]))[1]["event"])
+
+
+_STALE = re.compile(r"saga\.stale_command\s.*saga_id=(\S+)")
+
+
+def stale_commands(logs: list[AppProcess], saga_ids: set[str]) -> int:
+    """Commands the saga workers found superseded, for these sagas (from their own logs)."""
+    return sum(
+        1
+        for process in logs
+        for saga_id in _STALE.findall(process.log.read_text(errors="replace"))
+        if saga_id in saga_ids
+    )
+
+
+@pytest.mark.scenario(
+    "out-of-order delivery reconciled by the saga's state and version",
+    injected="a saga's first command delivered again after the saga completed",
+    unit="commands",
+)
+def test_a_command_delivered_after_the_saga_moved_on__is_stale_and_changes_nothing(
+    fleet: Fleet,
+    sale: Sale,
+    sagas: SagaStore,
+    settings: Settings,
+    provider: ProviderControl,
+    scenario: Scenario,
+) -> None:
+    """Standard queues keep no order and deliver at least once: a saga's charge command can
+    arrive after the commands that followed it. The saga reconciles by its own state: a
+    command is applied only if the saga waits for exactly that step in that direction, and
+    every transition is a put conditioned on the version it read. Here the charge command is
+    copied off the payments queue before it runs, the saga completes, and the copy is
+    delivered last: it is recognised as stale, never reaches the provider, changes no
+    version."""
+    before = provider.summary()
+    fleet.stop("saga")
+    event_id = sale.new_event(1)
+    (buyer,) = paying_buyers(event_id, 1)
+    sale.fire([buyer])
+    (order,) = sale.decided(event_id, 1, timeout=60)
+    order_id = order["order_id"]
+    url = settings.payments_queue_url
+    copies: list[str] = []
+
+    def copy_the_command() -> bool:
+        messages = sale.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
+        for message in messages:
+            if command_event(message["Body"])["aggregate_id"] == order_id:
+                copies.append(message["Body"])
+            sale.sqs.change_message_visibility(  # left where it was, for the saga worker
+                QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
+        return bool(copies)
+
+    wait_until(copy_the_command, 30, "the charge command on the payments queue")
+    saga_worker = fleet.start_worker("saga", SAGA_QUEUES, concurrency=2)
+    _, states = settled(sale, sagas, event_id, 1, timeout=120)
+    completed = states[order_id]
+    assert completed.status is SagaStatus.COMPLETED
+
+    sale.sqs.send_message(QueueUrl=url, MessageBody=copies[0])
+    wait_until(
+        lambda: stale_commands([saga_worker], {order_id}) >= 1,
+        60,
+        "the late command to be handled",
+    )
+    wait_until(lambda: sale.queue_drained() and drained(sale, url), 30, "the payments queue")
+    after = sagas.get(order_id)
+    charges = [c for c in provider.charges() if c["key"] == order_id]
+    summary = provider.summary()
+    scenario.record(
+        sent=2,
+        processed=2,
+        duplicated=stale_commands([saga_worker], {order_id}),
+        saga_version=completed.version,
+    )
+
+    assert command_event(copies[0])["payload"]["step"] == "charge_payment"
+    assert stale_commands([saga_worker], {order_id}) == 1
+    assert after is not None and after.version == completed.version  # nothing moved
+    assert after.history == completed.history and after.status is SagaStatus.COMPLETED
+    assert len(charges) == 1 and charges[0]["status"] == "succeeded"
+    assert summary["replays"] == before["replays"]  # the provider never saw it again
+
+
+def drained(sale: Sale, queue_url: str) -> bool:
+    attributes = sale.sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values()) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.scenario(
+    "kill -9 of the outbox relay during a contested sale with sagas",
+    injected="relay crash drill (after_send / before_mark, p=0.3) + 3 SIGKILLs from outside",
+    unit="orders",
+)
+def test_relay_killed_again_and_again_during_a_contested_sale__no_lost_order_no_double_charge(
+    fleet: Fleet,
+    sale: Sale,
+    sagas: SagaStore,
+    provider: ProviderControl,
+    scenario: Scenario,
+) -> None:
+    """The relay carries every saga command. Here it SIGKILLs itself after sending a round
+    and before marking it (so those commands go out twice), and is SIGKILLed from outside at
+    a quarter, half and three quarters of the sale's sagas; a supervisor (this test) restarts
+    it each time under the same owner. No order may be lost (every saga ends), no card charged
+    twice, and every ticket paid for."""
+    before = provider.summary()
+    fleet.stop("relay")
+    points = ["after_send", "before_mark"]
+    relays: list[AppProcess] = []
+
+    def start_relay() -> AppProcess:
+        point = points[len(relays) % len(points)]
+        process = fleet.start_relay(
+            f"relay-drill-{len(relays)}",
+            args=["--owner", "relay-drill", "--crash-at", point, "--crash-probability", "0.3"],
+        )
+        relays.append(process)
+        return process
+
+    current = start_relay()
+    capacity, count = 40, 100
+    event_id = sale.new_event(capacity)
+    sale.fire(buyers(event_id, 0, count))
+    sale.decided(event_id, count, timeout=90)
+    held = [o["order_id"] for o in sale.orders(event_id) if o["status"] == OrderStatus.CONFIRMED]
+    outside_kills: list[float] = []
+
+    def settled_while_killing() -> bool:
+        nonlocal current
+        states = sagas.get_many(held)
+        final = sum(s.status.final for s in states.values())
+        if current.alive() and len(outside_kills) < 3 and final >= held_share(len(outside_kills)):
+            fleet.kill(current.name, signal.SIGKILL)
+            outside_kills.append(final / len(held))
+        if not current.alive():
+            current = start_relay()
+        return final == len(held)
+
+    def held_share(kills: int) -> float:
+        return len(held) * (kills + 1) / 4
+
+    wait_until(settled_while_killing, 400, "every saga final through the relay's deaths")
+    fleet.stop(current.name)
+    fleet.start_relay("relay")  # the module's relay, for the tests after this one
+    drills = sum(p.log.read_text().count('"relay.crash_drill"') for p in relays)
+    named = sum(
+        len(json.loads(line).get("event_ids", []))
+        for p in relays
+        for line in p.log.read_text().splitlines()
+        if '"relay.crash_drill"' in line
+    )
+    orders = sale.orders(event_id)
+    states = sagas.get_many(held)
+    workers = [p for n, p in fleet.processes.items() if n in ("saga", "notify")]
+    after = provider.summary()
+    record_sagas(
+        scenario,
+        count,
+        orders,
+        states,
+        provider,
+        before,
+        # Each command sent twice was recognised as stale by the saga (or repeated its step
+        # idempotently: a provider replay).
+        duplicated=stale_commands(workers, set(held)) + after["replays"] - before["replays"],
+        relay_sigkills=drills + len(outside_kills),
+        commands_the_drill_sent_twice=named,
+    )
+    ticketed = {o["order_id"] for o in orders if o.get("fulfilment") == Fulfilment.TICKETED}
+    charges = [c for c in provider.charges() if c["key"] in set(held)]
+    captured = {c["key"] for c in charges if c["status"] == "succeeded" and not c["refund_id"]}
+    ledger = sale.ledger(event_id, orders)
+
+    assert drills > 0 and len(outside_kills) == 3, "the relay was not killed: proves nothing"
+    assert len(orders) == len({o["order_id"] for o in orders}) == count
+    assert all(s.status.final for s in states.values()) and len(states) == len(held)
+    assert len(charges) == len({c["key"] for c in charges})  # one charge per order at most
+    assert captured == ticketed  # every ticket paid for, no payment without a ticket
+    assert ledger.oversold == 0 and ledger.sold_counter == ledger.seats_taken

@@ -30,6 +30,7 @@ from local_stacks import running_stack
 from polling import wait_until
 from pydantic import ValidationError
 from sale_harness import PURCHASES, Sale, open_sale, single_seat_burst
+from scenarios import Scenario, redecided, worker_logs
 
 from flashsale.messages import PurchaseBatch
 from flashsale.names import ORDERS_PK
@@ -292,8 +293,13 @@ def decided(dynamodb: Any, table: str, order_ids: set[str]) -> set[str]:
     return found
 
 
+@pytest.mark.scenario(
+    "fuzzed raw queue messages (hypothesis)",
+    injected=f"{EXAMPLES} generated + 12 crafted bodies past the intake, among {BUYERS} buyers",
+    unit="raw msgs + buyers",
+)
 def test_fuzzed_raw_messages__are_dead_lettered_or_decided_and_the_worker_survives(
-    sale: Sale, settings: Settings, clients: dict[str, Any]
+    sale: Sale, settings: Settings, clients: dict[str, Any], scenario: Scenario
 ) -> None:
     sqs, dynamodb = clients["sqs"], clients["dynamodb"]
     worker = sale.fleet.processes[WORKER]
@@ -355,6 +361,17 @@ def test_fuzzed_raw_messages__are_dead_lettered_or_decided_and_the_worker_surviv
     try:
         wait_until(all_dead_lettered, 120, f"{len(poison)} raw messages in the DLQ", interval=1)
         wait_until(sale.queue_drained, 60, "the purchases queue to drain")
+        raw_decided = decided(dynamodb, settings.orders_table, order_ids)
+        scenario.record(
+            sent=len(sent) + accepted,
+            processed=sum(
+                all(r["order_id"] in raw_decided for r in s.batch["requests"])  # type: ignore[index]
+                for s in well_formed
+            )
+            + len({o["order_id"] for o in orders}),
+            dead_lettered=len(in_dlq & poison),
+            duplicated=redecided(worker_logs(sale.fleet.log_dir), sale_event),
+        )
     finally:
         by_id = {s.message_id: s.body for s in sent}
         missing = {i: by_id[i][:160] for i in poison - in_dlq}

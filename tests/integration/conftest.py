@@ -15,9 +15,11 @@ from typing import Any
 import boto3
 import pytest
 from local_stacks import running_stack
+from sale_harness import Sale, open_sale
 from scenarios import SESSION_START, Scenario, declare, report, rows
 
 from flashsale.settings import Settings
+from infra.local.fleet import Fleet
 
 # --- the scenario table (tests/integration/scenarios.py) ---------------------------------------
 
@@ -105,3 +107,10 @@ def settings(environ: dict[str, str]) -> Settings:
 @pytest.fixture(scope="module")
 def clients(environ: dict[str, str]) -> dict[str, Any]:
     return {service: boto3.client(service) for service in ("sqs", "dynamodb", "cloudwatch")}
+
+
+@pytest.fixture
+def sale(fleet: Fleet, settings: Settings, clients: dict[str, Any]) -> Iterator[Sale]:
+    """A ``Sale`` over the requesting module's own ``fleet`` fixture (its workers)."""
+    with open_sale(fleet, settings, clients) as sale:
+        yield sale

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from local_stacks import running_stack
 from polling import wait_until
-from sale_harness import PURCHASES, Sale, open_sale, single_seat_burst
+from sale_harness import PURCHASES, Sale, single_seat_burst
 from scenarios import Scenario, redecided, worker_logs
 
 from flashsale.settings import Settings
@@ -42,12 +42,6 @@ def fleet(environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     fleet = Fleet(environ, tmp_path_factory.mktemp("backlog-logs"))
     yield fleet
     fleet.stop_all()
-
-
-@pytest.fixture
-def sale(fleet: Fleet, settings: Settings, clients: dict[str, Any]) -> Iterator[Sale]:
-    with open_sale(fleet, settings, clients) as sale:
-        yield sale
 
 
 def wave(event_ids: list[str], first: int, count: int) -> list[dict[str, Any]]:

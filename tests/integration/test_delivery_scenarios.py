@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from polling import wait_until
-from sale_harness import PURCHASES, Sale, open_sale, single_seat_burst
+from sale_harness import PURCHASES, Sale, single_seat_burst
 from scenarios import Scenario, allocation_lines, redecided, worker_logs
 
 from bench.poison import count_dead_letters, poison_bodies
@@ -46,12 +46,6 @@ def fleet(environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     fleet = Fleet(environ, tmp_path_factory.mktemp("delivery-logs"))
     yield fleet
     fleet.stop_all()
-
-
-@pytest.fixture
-def sale(fleet: Fleet, settings: Settings, clients: dict[str, Any]) -> Iterator[Sale]:
-    with open_sale(fleet, settings, clients) as sale:
-        yield sale
 
 
 @contextmanager

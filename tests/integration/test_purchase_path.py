@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 from polling import wait_until
-from sale_harness import PURCHASES, Sale, open_sale, single_seat_burst
+from sale_harness import PURCHASES, Sale, single_seat_burst
 from scenarios import Scenario, redecided, worker_logs
 
 from bench.poison import count_dead_letters, poison_bodies, send_poison
 from flashsale.messages import OrderStatus
-from flashsale.settings import Settings
 from infra.local.fleet import Fleet
 
 pytestmark = pytest.mark.integration
@@ -34,12 +33,6 @@ def fleet(environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
         fleet.start_worker(f"purchase-{n}", [PURCHASES])
     yield fleet
     fleet.stop_all()
-
-
-@pytest.fixture
-def sale(fleet: Fleet, settings: Settings, clients: dict[str, Any]) -> Iterator[Sale]:
-    with open_sale(fleet, settings, clients) as sale:
-        yield sale
 
 
 @pytest.mark.scenario(

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from local_stacks import running_stack
 from polling import wait_until
-from sale_harness import PURCHASES, Sale, open_sale
+from sale_harness import PURCHASES, Sale
 from scenarios import Scenario
 
 from flashsale.messages import Fulfilment, OrderStatus, PurchaseRequest
@@ -90,12 +90,6 @@ def fleet(
 def provider(fleet: Fleet, provider_port: int) -> Iterator[ProviderControl]:
     with ProviderControl(provider_url(provider_port)) as control:
         yield control
-
-
-@pytest.fixture
-def sale(fleet: Fleet, settings: Settings, clients: dict[str, Any]) -> Iterator[Sale]:
-    with open_sale(fleet, settings, clients) as sale:
-        yield sale
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from local_stacks import running_stack
 from polling import wait_until
 from pydantic import ValidationError
-from sale_harness import PURCHASES, Sale, open_sale, single_seat_burst
+from sale_harness import PURCHASES, Sale, single_seat_burst
 from scenarios import Scenario, redecided, worker_logs
 
 from flashsale.messages import PurchaseBatch
@@ -71,12 +71,6 @@ def fleet(environ: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     fleet.start_worker(WORKER, [PURCHASES])
     yield fleet
     fleet.stop_all()
-
-
-@pytest.fixture
-def sale(fleet: Fleet, settings: Settings, clients: dict[str, Any]) -> Iterator[Sale]:
-    with open_sale(fleet, settings, clients) as sale:
-        yield sale
 
 
 # --- what a broken producer sends -------------------------------------------------------------

@@ -41,13 +41,13 @@ integration: venv
 	$(BIN)/pytest -m integration -q
 
 test: venv lint
-	FLASHSALE_SCENARIOS_JSON= $(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow"
 
 # Every failure scenario, the slow ones too, and one table of their exact counts at the end
 # (also written to bench/results/scenarios.json).
 .PHONY: scenarios
 scenarios: venv
-	$(BIN)/pytest -q -m scenario tests/integration
+	FLASHSALE_SCENARIOS_JSON=bench/results/scenarios.json $(BIN)/pytest -q -m scenario tests/integration
 
 clean: stack-down
 	rm -rf .stack

@@ -27,9 +27,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# Where the table goes as JSON; FLASHSALE_SCENARIOS_JSON overrides it ("" writes nothing).
-DEFAULT_JSON = REPO_ROOT / "bench" / "results" / "scenarios.json"
 SCENARIOS: pytest.StashKey[dict[str, Scenario]] = pytest.StashKey()
 SESSION_START: pytest.StashKey[float] = pytest.StashKey()
 
@@ -176,7 +173,7 @@ def report(config: pytest.Config, write: Any) -> None:
     with console.capture() as captured:
         console.print(render(found, title))
     write(captured.get())
-    target = os.environ.get("FLASHSALE_SCENARIOS_JSON", str(DEFAULT_JSON))
+    target = os.environ.get("FLASHSALE_SCENARIOS_JSON", "")
     if target:
         document = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -199,6 +199,7 @@ def history(sagas: SagaStore, order_id: str) -> list[tuple[str, str]]:
     return [(h.step, h.event) for h in state.history]
 
 
+@pytest.mark.slow  # over a minute: make scenarios runs it
 @pytest.mark.scenario(
     "crash after the side effect: saga workers and provider kill -9",
     injected="saga/notify workers SIGKILL after work and after commit (p=0.15); "

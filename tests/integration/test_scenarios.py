@@ -91,6 +91,7 @@ def alarm_notices(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     return notices
 
 
+@pytest.mark.slow  # over a minute: make scenarios runs it
 @pytest.mark.scenario(
     "alarm path: DLQ depth alarm to an SNS subscriber",
     injected="1 poison message on the payments queue",

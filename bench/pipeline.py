@@ -33,6 +33,16 @@ class PipelineSpec:
     decline_rate: float = 0.1
     saga_concurrency: int = 4
     resale_waves: int = 3  # late buyers offered the seats that declined payments released
+    # The relay's and the sweeper's polling are index queries, and the local DynamoDB emulator
+    # answers an index query by scanning the whole table (moto: about 40 us per item, so 0.9 s
+    # for one shard's pending query over 22,000 outbox records). Both poll one query per shard
+    # (8): the sweeper every second would keep the serialized emulator busy on its own once the
+    # sagas table holds a few thousand sagas. It is a safety net for steps silent for 120 s,
+    # so a pass every 15 s loses nothing; the relay reads up to 1,000 records per shard and
+    # round, so a round's queries cover ten times the records (its defaults: 100, 0.5 s idle).
+    sweeper_interval_s: float = 15.0
+    relay_page_size: int = 1000
+    relay_poll_interval_s: float = 1.0
 
 
 def start_pipeline(fleet: Fleet, spec: PipelineSpec, run_id: str) -> ProviderControl:
@@ -52,8 +62,16 @@ def start_pipeline(fleet: Fleet, spec: PipelineSpec, run_id: str) -> ProviderCon
     fleet.start_worker(f"saga-{run_id}", SAGA_QUEUES, concurrency=spec.saga_concurrency)
     fleet.start_worker(f"notify-{run_id}", [QueueRole.NOTIFICATIONS.celery_queue])
     fleet.start_worker(f"notify-low-{run_id}", [QueueRole.NOTIFICATIONS_LOW.celery_queue])
-    fleet.start_relay(f"relay-{run_id}")
-    fleet.start_sweeper(f"sweeper-{run_id}")
+    fleet.start_relay(
+        f"relay-{run_id}",
+        args=[
+            "--page-size",
+            str(spec.relay_page_size),
+            "--poll-interval",
+            str(spec.relay_poll_interval_s),
+        ],
+    )
+    fleet.start_sweeper(f"sweeper-{run_id}", interval=spec.sweeper_interval_s)
     return ProviderControl(provider_url(port))
 
 

@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     intake_enqueue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # How stale the intake's view of an event (unknown, on sale, sold out) may be: sold-out
     # buyers are answered at the edge from it, and released seats show up within this time.
-    intake_sold_out_ttl_seconds: float = Field(default=0.5, gt=0, le=60)
+    # A hot event is re-read every half of it, one call per intake process whatever the load;
+    # buyers who arrive in the second after a sell-out are queued and refused by a worker.
+    intake_sold_out_ttl_seconds: float = Field(default=1.0, gt=0, le=60)
     intake_event_cache_size: int = Field(default=10_000, ge=1)
     # The ``Retry-After`` of every 503 the intake gives.
     intake_retry_after_seconds: int = Field(default=1, ge=1, le=3600)

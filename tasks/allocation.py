@@ -11,11 +11,20 @@ Why it holds under any concurrency or redelivery:
 * a confirmed seat is a *hold*: its purchase saga (state and first command, through the
   outbox) is created in the same transaction, so no seat is held without a saga to finish or
   release it.
+
+Why a batch usually costs one call. The FIFO queue hands one event's consecutive batches to the
+worker that holds its message group, so the inventory this allocator wrote last is usually
+still current. It decides the next batch against that remembered counter without reading, and
+the transaction's own conditions check the guess: a stale counter (another worker sold or
+released seats) or an order that already exists (a redelivered batch, a request id seen in an
+earlier batch) cancels it, and the retry reads first. The conditions, not the memory, keep the
+invariants; the memory only saves the ``BatchGetItem`` when it is right.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +79,9 @@ _patient = retry(
     stop=stop_after_delay(TRANSIENT_PATIENCE_SECONDS),
     reraise=True,
 )
+
+# Events whose last written counter an allocator remembers (least recently used dropped).
+KNOWN_EVENTS = 1024
 
 # The transaction entries that start a confirmed order's saga (see tasks.purchase_saga).
 SagaStarter = Callable[[str, AcceptedRequest], list[dict[str, Any]]]
@@ -138,6 +150,8 @@ class SeatAllocator:
         self._orders = orders_table
         self._max_per_request = max_per_request
         self._start_saga = start_saga
+        # The inventory as this allocator last wrote it, per event (see the module docstring).
+        self._known: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     @retry(
         retry=retry_if_exception_type(ConcurrentAllocation),
@@ -147,7 +161,8 @@ class SeatAllocator:
     )
     def allocate(self, batch: PurchaseBatch) -> BatchOutcome:
         """Decide every new request of the batch; raises ConcurrentAllocation if contended."""
-        inventory, decided = self._read(batch)
+        known = self._known.pop(batch.event_id, None)  # trusted for one attempt at most
+        inventory, decided = (known, set()) if known is not None else self._read(batch)
         fresh = []
         for request in batch.requests:  # a request repeated within the batch counts once
             if request.order_id not in decided:
@@ -158,7 +173,17 @@ class SeatAllocator:
             return outcome
         outcome.decisions = decide(fresh, inventory, self._max_per_request)
         self._write(batch.event_id, inventory, outcome.decisions)
+        if inventory is not None:
+            self._remember(batch.event_id, inventory, outcome.decisions)
         return outcome
+
+    def _remember(
+        self, event_id: str, inventory: dict[str, Any], decisions: list[Decision]
+    ) -> None:
+        seats = sum(d.request.quantity for d in decisions if d.status is OrderStatus.CONFIRMED)
+        self._known[event_id] = inventory | {"sold": int(inventory["sold"]) + seats}
+        if len(self._known) > KNOWN_EVENTS:
+            self._known.popitem(last=False)
 
     @_patient
     def _read(self, batch: PurchaseBatch) -> tuple[dict[str, Any] | None, set[str]]:

@@ -251,6 +251,60 @@ def test_allocator__a_full_batch_fits_one_read_and_one_transaction(
     assert calls.largest_transaction == 97
 
 
+def test_allocator__consecutive_batches_of_an_event_read_once(
+    tables: Tables, make_batch: MakeBatch
+) -> None:
+    """The counter this allocator wrote is its next batch's starting point: one call a batch."""
+    event = tables.new_event("gig", capacity=100)
+    calls = CountingClient(tables.ddb)
+    allocator = tables.allocator(calls)
+
+    for quantities in ([1, 2], [3], [1, 1, 1]):
+        allocator.allocate(make_batch(event, quantities))
+
+    assert calls.counts == {"batch_get_item": 1, "transact_write_items": 3}
+    assert tables.sold(event) == 9
+
+
+def test_allocator__a_remembered_counter_gone_stale_is_caught_and_read_again(
+    tables: Tables, make_batch: MakeBatch
+) -> None:
+    """Another worker sold the last seats since this allocator's last batch."""
+    event = tables.new_event("gig", capacity=4)
+    calls = CountingClient(tables.ddb)
+    ours, theirs = tables.allocator(calls), tables.allocator()
+    ours.allocate(make_batch(event, [2]))
+    theirs.allocate(make_batch(event, [1, 1]))
+
+    outcome = ours.allocate(make_batch(event, [1]))
+
+    assert [d.status for d in outcome.decisions] == [OrderStatus.SOLD_OUT]
+    # The guess (2 sold) failed its condition, the re-read one committed.
+    assert calls.counts == {"batch_get_item": 2, "transact_write_items": 3}
+    sale = ledger(tables, event)
+    assert (sale.sold_counter, sale.seats_confirmed, sale.oversold) == (4, 4, 0)
+
+
+def test_allocator__seats_released_since_the_last_batch_are_sold_not_refused(
+    tables: Tables, make_batch: MakeBatch
+) -> None:
+    """A remembered "sold out" must not refuse a buyer once a seat was handed back."""
+    event = tables.new_event("gig", capacity=2)
+    allocator = tables.allocator()
+    allocator.allocate(make_batch(event, [2]))
+    tables.ddb.update_item(
+        TableName=tables.inventory,
+        Key={INVENTORY_PK: {"S": event}},
+        UpdateExpression="SET sold = sold - :n",
+        ExpressionAttributeValues={":n": {"N": "1"}},
+    )
+
+    outcome = allocator.allocate(make_batch(event, [1]))
+
+    assert [d.status for d in outcome.decisions] == [OrderStatus.CONFIRMED]
+    assert tables.sold(event) == 2
+
+
 class CountingClient:
     """A DynamoDB client that counts calls and remembers the largest transaction."""
 

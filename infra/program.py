@@ -7,6 +7,7 @@ config of the committed ``Pulumi.<stack>.yaml``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import runpy
@@ -61,6 +62,7 @@ def run_program(mocks: pulumi.runtime.Mocks, stack: str) -> dict[str, Any]:
 
 
 def _run(mocks: pulumi.runtime.Mocks, stack: str) -> dict[str, Any]:
+    _ensure_event_loop()
     pulumi.runtime.set_all_config(*load_stack_config(stack))
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     exports: dict[str, Any] = {}
@@ -75,3 +77,12 @@ def _run(mocks: pulumi.runtime.Mocks, stack: str) -> dict[str, Any]:
 
     program()
     return exports
+
+
+def _ensure_event_loop() -> None:
+    """The SDK's mocks call ``asyncio.get_event_loop()``, which raises once an earlier
+    ``asyncio.run`` in this thread has finished (it leaves "no current loop" set)."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())

@@ -12,13 +12,16 @@ Why it holds under any concurrency or redelivery:
   outbox) is created in the same transaction, so no seat is held without a saga to finish or
   release it.
 
-Why a batch usually costs one call. The FIFO queue hands one event's consecutive batches to the
-worker that holds its message group, so the inventory this allocator wrote last is usually
-still current. It decides the next batch against that remembered counter without reading, and
-the transaction's own conditions check the guess: a stale counter (another worker sold or
-released seats) or an order that already exists (a redelivered batch, a request id seen in an
-earlier batch) cancels it, and the retry reads first. The conditions, not the memory, keep the
-invariants; the memory only saves the ``BatchGetItem`` when it is right.
+Why a batch usually costs one call. Deciding a batch needs the exact seat count only when the
+batch straddles the edge (some of its buyers get seats, some do not). Far from the edge, "every
+buyer gets a seat" holds for any count up to ``capacity - seats``, and past it "nobody does"
+holds for any count above ``capacity - smallest request``. So the allocator guesses the regime
+from the count it last saw for the event (its own read or write; another worker may have sold
+since) and writes with that range as the counter's condition, without reading. A wrong guess,
+or an order that already exists (a redelivered batch, a request id seen in an earlier batch),
+cancels the transaction, and the retry reads first and decides exactly against the count it
+read. The conditions, not the guess, keep the invariants; the guess only saves the
+``BatchGetItem`` when it is right, which two workers taking turns on one event do not spoil.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ class SeatAllocator:
         self._orders = orders_table
         self._max_per_request = max_per_request
         self._start_saga = start_saga
-        # The inventory as this allocator last wrote it, per event (see the module docstring).
+        # The inventory this allocator last read or wrote, per event: a hint (see above).
         self._known: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     @retry(
@@ -161,8 +164,26 @@ class SeatAllocator:
     )
     def allocate(self, batch: PurchaseBatch) -> BatchOutcome:
         """Decide every new request of the batch; raises ConcurrentAllocation if contended."""
-        known = self._known.pop(batch.event_id, None)  # trusted for one attempt at most
-        inventory, decided = (known, set()) if known is not None else self._read(batch)
+        hint = self._known.pop(batch.event_id, None)  # trusted for one attempt at most
+        if hint is not None:
+            outcome = self._decide_and_write(batch, hint, set(), exact=False)
+            if outcome is not None:
+                return outcome
+        inventory, decided = self._read(batch)
+        outcome = self._decide_and_write(batch, inventory, decided, exact=True)
+        assert outcome is not None  # an exact count decides any batch
+        return outcome
+
+    def _decide_and_write(
+        self,
+        batch: PurchaseBatch,
+        inventory: dict[str, Any] | None,
+        decided: set[str],
+        *,
+        exact: bool,
+    ) -> BatchOutcome | None:
+        """Decide against ``inventory`` (read just now if ``exact``, else a hint) and commit;
+        None if a hint cannot decide the batch without the exact count."""
         fresh = []
         for request in batch.requests:  # a request repeated within the batch counts once
             if request.order_id not in decided:
@@ -172,18 +193,70 @@ class SeatAllocator:
         if not fresh:
             return outcome
         outcome.decisions = decide(fresh, inventory, self._max_per_request)
-        self._write(batch.event_id, inventory, outcome.decisions)
+        guard = None
         if inventory is not None:
-            self._remember(batch.event_id, inventory, outcome.decisions)
+            guard = (
+                self._exact_guard(batch.event_id, inventory, outcome.decisions)
+                if exact
+                else self._range_guard(batch.event_id, inventory, outcome.decisions)
+            )
+            if guard is None:
+                return None
+        self._write(batch.event_id, outcome.decisions, guard)
+        if inventory is not None:
+            seats = _seats(outcome.decisions)
+            self._known[batch.event_id] = inventory | {"sold": int(inventory["sold"]) + seats}
+            if len(self._known) > KNOWN_EVENTS:
+                self._known.popitem(last=False)
         return outcome
 
-    def _remember(
+    def _exact_guard(
         self, event_id: str, inventory: dict[str, Any], decisions: list[Decision]
-    ) -> None:
-        seats = sum(d.request.quantity for d in decisions if d.status is OrderStatus.CONFIRMED)
-        self._known[event_id] = inventory | {"sold": int(inventory["sold"]) + seats}
-        if len(self._known) > KNOWN_EVENTS:
-            self._known.popitem(last=False)
+    ) -> dict[str, Any]:
+        """The counter must still be the one read (sold-out decisions rely on it too)."""
+        seats, read = _seats(decisions), int(inventory["sold"])
+        if not seats:
+            return {"ConditionCheck": self._counter(event_id, "#sold = :read", {":read": read})}
+        guard = self._counter(
+            event_id,
+            "#sold = :read AND #capacity >= :after",
+            {":read": read, ":after": read + seats},
+        )
+        return {"Update": _add_seats(guard, seats)}
+
+    def _range_guard(
+        self, event_id: str, inventory: dict[str, Any], decisions: list[Decision]
+    ) -> dict[str, Any] | None:
+        """The range of counts for which the hint's decisions are the exact ones; None when
+        the hint splits the batch (or rejects all of it) and only a read can tell."""
+        capacity = int(inventory["capacity"])
+        contested = [d for d in decisions if d.status is not OrderStatus.REJECTED]
+        if not contested or len({d.status for d in contested}) > 1:
+            return None
+        if contested[0].status is OrderStatus.CONFIRMED:
+            seats = _seats(decisions)
+            guard = self._counter(
+                event_id, "#capacity = :capacity AND #sold <= :limit",
+                {":capacity": capacity, ":limit": capacity - seats},
+            )  # fmt: skip
+            return {"Update": _add_seats(guard, seats)}
+        smallest = min(d.request.quantity for d in contested)
+        guard = self._counter(
+            event_id, "#capacity = :capacity AND #sold > :limit",
+            {":capacity": capacity, ":limit": capacity - smallest},
+        )  # fmt: skip
+        return {"ConditionCheck": guard}
+
+    def _counter(self, event_id: str, condition: str, values: dict[str, int]) -> dict[str, Any]:
+        return {
+            "TableName": self._inventory,
+            "Key": {INVENTORY_PK: {"S": event_id}},
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {
+                name: name[1:] for name in ("#sold", "#capacity") if name in condition
+            },
+            "ExpressionAttributeValues": {k: {"N": str(v)} for k, v in values.items()},
+        }
 
     @_patient
     def _read(self, batch: PurchaseBatch) -> tuple[dict[str, Any] | None, set[str]]:
@@ -213,7 +286,7 @@ class SeatAllocator:
 
     @_patient
     def _write(
-        self, event_id: str, inventory: dict[str, Any] | None, decisions: list[Decision]
+        self, event_id: str, decisions: list[Decision], guard: dict[str, Any] | None
     ) -> None:
         now_ms = int(time.time() * 1000)
         items: list[dict[str, Any]] = [
@@ -246,27 +319,8 @@ class SeatAllocator:
             for d in decisions:
                 if d.status is OrderStatus.CONFIRMED:
                     items.extend(self._start_saga(event_id, d.request))
-        if inventory is not None:
-            # Always guard the counter we decided against: sold-out decisions rely on it too.
-            seats = sum(d.request.quantity for d in decisions if d.status is OrderStatus.CONFIRMED)
-            names = {"#sold": "sold"}
-            values = {":read": {"N": str(inventory["sold"])}}
-            guard: dict[str, Any] = {
-                "TableName": self._inventory,
-                "Key": {INVENTORY_PK: {"S": event_id}},
-                "ConditionExpression": "#sold = :read",
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-            }
-            if seats:
-                names["#capacity"] = "capacity"
-                values[":seats"] = {"N": str(seats)}
-                values[":after"] = {"N": str(int(inventory["sold"]) + seats)}
-                guard["UpdateExpression"] = "SET #sold = #sold + :seats"
-                guard["ConditionExpression"] = "#sold = :read AND #capacity >= :after"
-                items.append({"Update": guard})
-            else:
-                items.append({"ConditionCheck": guard})
+        if guard is not None:
+            items.append(guard)
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -275,3 +329,14 @@ class SeatAllocator:
             if set(cancellation_codes(exc)) & _RETRYABLE_CANCELLATIONS:
                 raise ConcurrentAllocation(event_id) from exc
             raise
+
+
+def _seats(decisions: list[Decision]) -> int:
+    return sum(d.request.quantity for d in decisions if d.status is OrderStatus.CONFIRMED)
+
+
+def _add_seats(guard: dict[str, Any], seats: int) -> dict[str, Any]:
+    guard["ExpressionAttributeNames"]["#sold"] = "sold"
+    guard["ExpressionAttributeValues"][":seats"] = {"N": str(seats)}
+    guard["UpdateExpression"] = "SET #sold = #sold + :seats"
+    return guard

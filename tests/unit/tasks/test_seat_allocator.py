@@ -254,7 +254,7 @@ def test_allocator__a_full_batch_fits_one_read_and_one_transaction(
 def test_allocator__consecutive_batches_of_an_event_read_once(
     tables: Tables, make_batch: MakeBatch
 ) -> None:
-    """The counter this allocator wrote is its next batch's starting point: one call a batch."""
+    """The count this allocator saw last is its next batch's guess: one call a batch."""
     event = tables.new_event("gig", capacity=100)
     calls = CountingClient(tables.ddb)
     allocator = tables.allocator(calls)
@@ -264,6 +264,58 @@ def test_allocator__consecutive_batches_of_an_event_read_once(
 
     assert calls.counts == {"batch_get_item": 1, "transact_write_items": 3}
     assert tables.sold(event) == 9
+
+
+def test_allocator__two_workers_taking_turns_still_skip_the_read_far_from_the_edge(
+    tables: Tables, make_batch: MakeBatch
+) -> None:
+    """Each worker's count is stale after the other's batch, but "every buyer gets a seat"
+    still holds, and that range is what the transaction checks."""
+    event = tables.new_event("gig", capacity=100)
+    ours, theirs = CountingClient(tables.ddb), CountingClient(tables.ddb)
+    first, second = tables.allocator(ours), tables.allocator(theirs)
+
+    for _ in range(3):
+        first.allocate(make_batch(event, [2, 2]))
+        second.allocate(make_batch(event, [1, 1]))
+
+    for calls in (ours, theirs):
+        assert calls.counts == {"batch_get_item": 1, "transact_write_items": 3}
+    sale = ledger(tables, event)
+    assert (sale.sold_counter, sale.seats_confirmed, sale.oversold) == (18, 18, 0)
+
+
+def test_allocator__a_batch_at_the_edge_is_decided_on_a_fresh_read(
+    tables: Tables, make_batch: MakeBatch
+) -> None:
+    """A guess that would split the batch (some seated, some not) is not written: only an
+    exact count may decide where the line falls."""
+    event = tables.new_event("gig", capacity=5)
+    calls = CountingClient(tables.ddb)
+    allocator = tables.allocator(calls)
+    allocator.allocate(make_batch(event, [2]))
+
+    outcome = allocator.allocate(make_batch(event, [2, 2]))
+
+    assert [d.status for d in outcome.decisions] == [OrderStatus.CONFIRMED, OrderStatus.SOLD_OUT]
+    assert calls.counts == {"batch_get_item": 2, "transact_write_items": 2}
+    assert tables.sold(event) == 4
+
+
+def test_allocator__sold_out_is_decided_without_a_read_once_known(
+    tables: Tables, make_batch: MakeBatch
+) -> None:
+    event = tables.new_event("gig", capacity=2)
+    calls = CountingClient(tables.ddb)
+    allocator = tables.allocator(calls)
+    allocator.allocate(make_batch(event, [2]))
+
+    for _ in range(2):
+        outcome = allocator.allocate(make_batch(event, [1, 3]))
+        assert [d.status for d in outcome.decisions] == [OrderStatus.SOLD_OUT] * 2
+
+    assert calls.counts == {"batch_get_item": 1, "transact_write_items": 3}
+    assert tables.sold(event) == 2
 
 
 def test_allocator__a_remembered_counter_gone_stale_is_caught_and_read_again(

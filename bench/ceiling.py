@@ -46,7 +46,7 @@ from flashsale.names import (
 from flashsale.settings import get_settings
 from infra.components.tables import TABLE_SPECS
 from notifications.dedup import DeliveryRecords
-from notifications.messages import ChannelName, NotificationKind
+from notifications.messages import NotificationKind
 from outbox.records import OutboxRecord, put_item
 from saga.state import HistoryEntry, SagaState, SagaStatus
 
@@ -259,7 +259,7 @@ def _requests(
         ddb.transact_write_items(TransactItems=items)
 
     def update_item(n: int) -> None:
-        deliveries.claim(str(uuid.uuid4()), NotificationKind.CONFIRMATION, ChannelName.EMAIL)
+        deliveries.claim(str(uuid.uuid4()), NotificationKind.CONFIRMATION)
 
     def put_item_(n: int) -> None:
         ddb.put_item(

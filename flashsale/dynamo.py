@@ -1,4 +1,5 @@
-"""DynamoDB attribute-value conversion for the low-level client.
+"""DynamoDB helpers for the low-level client: attribute-value conversion, and a
+``TransactItems`` entry written on its own.
 
 The low-level client is used (not the resource API) because ``TransactWriteItems`` and
 ``BatchGetItem`` are the calls that matter here, and they take typed attribute values.
@@ -11,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -36,3 +38,31 @@ def cancellation_codes(error: Any) -> list[str]:
     """The per-item reason codes of a cancelled transaction (``None`` for items that passed)."""
     reasons = error.response.get("CancellationReasons", [])
     return [str(reason.get("Code", "None")) for reason in reasons]
+
+
+def is_condition_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is DynamoDB refusing a single write because its condition failed."""
+    return (
+        isinstance(exc, ClientError)
+        and exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    )
+
+
+_SINGLE_WRITES = {"Put": "put_item", "Update": "update_item", "Delete": "delete_item"}
+
+
+def write_alone(dynamodb: Any, entry: Mapping[str, Any]) -> bool:
+    """Write one ``TransactItems`` entry (``Put``, ``Update`` or ``Delete``) as a call of its
+    own, for when the transaction meant to carry it did not commit. False if its condition
+    failed; other errors (``ClientError``, ``BotoCoreError``) propagate."""
+    ((action, request),) = entry.items()
+    call = _SINGLE_WRITES.get(action)
+    if call is None:
+        raise ValueError(f"a {action} entry cannot be written on its own")
+    try:
+        getattr(dynamodb, call)(**request)
+    except ClientError as exc:
+        if is_condition_failure(exc):
+            return False
+        raise
+    return True

@@ -1,5 +1,6 @@
 """Buyer notifications: e-mail through SES and SMS through SNS, each sent at most once per
-(order, message kind, channel) outside one documented crash window, rate-limited per channel."""
+(order, message kind, channel) outside one documented crash window, rate-limited per channel;
+one delivery record per (order, message kind) for all channels."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from notifications.channels import EmailChannel, SmsChannel
 from notifications.dedup import DeliveryRecords, delivery_key
 from notifications.exceptions import (
     ChannelUnavailable,
+    ClaimLost,
     DeliveryInProgress,
     DeliveryStoreUnavailable,
     NotificationError,
@@ -22,12 +24,19 @@ from notifications.messages import (
     render_email,
     render_sms,
 )
-from notifications.notifier import Delivery, DeliveryStatus, Notifier, notifier_from_settings
+from notifications.notifier import (
+    Delivery,
+    DeliveryStatus,
+    Notifier,
+    Outcome,
+    notifier_from_settings,
+)
 from notifications.ratelimit import TokenBucket
 
 __all__ = [
     "ChannelName",
     "ChannelUnavailable",
+    "ClaimLost",
     "Delivery",
     "DeliveryInProgress",
     "DeliveryRecords",
@@ -38,6 +47,7 @@ __all__ = [
     "NotificationError",
     "NotificationKind",
     "Notifier",
+    "Outcome",
     "Priority",
     "RateLimited",
     "SmsChannel",

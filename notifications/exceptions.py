@@ -29,6 +29,11 @@ class DeliveryInProgress(TransientNotificationError):
     """Another worker holds an unexpired claim on this delivery; it will finish or expire."""
 
 
+class ClaimLost(TransientNotificationError):
+    """Our claim's lease ran out and another worker took the notification over, so our mark
+    was refused; the retry finds the record settled by that worker, or still in its hands."""
+
+
 class DeliveryStoreUnavailable(TransientNotificationError):
     """A DynamoDB call on the delivery records failed (wraps ``botocore`` errors)."""
 

@@ -24,7 +24,7 @@ BRAND = "flashsale"
 
 
 class NotificationKind(StrEnum):
-    """Which message; with the order id and channel it is the delivery's deduplication key."""
+    """Which message; with the order id it is the delivery record's deduplication key."""
 
     CONFIRMATION = "confirmation"
     CANCELLATION = "cancellation"

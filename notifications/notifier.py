@@ -1,10 +1,13 @@
 """Send one notification on every channel the buyer gave, each at most once (see ``dedup``).
 
-The notification task calls ``notifier_from_settings().send(notification)``. Per channel:
-claim the delivery record, take a token from the channel's rate limiter, call SES or SNS, mark
-the record. A channel that fails transiently gives its claim back and the others still go
-out; ``send`` then raises ``ChannelUnavailable`` so the task retries, and the retry sends only
-the channel that is missing.
+``deliver`` claims the notification's one delivery record (all channels), then per channel
+that the record does not settle yet takes a token from the channel's rate limiter and calls SES
+or SNS; it returns the deliveries with the mark that records them, for the caller to commit in
+its own transaction (the saga's confirmation step) — until the mark is written the claim stays
+``sending``. ``send`` is ``deliver`` plus writing the mark alone (the cancellation notice). A
+channel that fails transiently does not stop the others; the ones that settled are recorded
+with the claim released in one write, and ``ChannelUnavailable`` is raised so the task
+retries: the retry sends only the channel that is missing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -25,9 +28,12 @@ from flashsale.settings import get_settings
 from notifications.channels import Channel, EmailChannel, SmsChannel
 from notifications.dedup import (
     DEFAULT_LEASE_SECONDS,
+    ChannelOutcome,
+    ChannelStatus,
     Claim,
     DeliveryRecords,
-    RecordStatus,
+    Mark,
+    Outcomes,
     Settled,
 )
 from notifications.exceptions import (
@@ -60,9 +66,19 @@ class Delivery:
     message_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What ``deliver`` did: one ``Delivery`` per channel, in channel order, and the mark that
+    records them — ``None`` when nothing was claimed (the record was settled already, or the
+    buyer gave no address at all)."""
+
+    deliveries: list[Delivery]
+    mark: Mark | None
+
+
 class Notifier:
-    """E-mail and SMS for buyers, deduplicated per (order, kind, channel), rate-limited per
-    channel and process."""
+    """E-mail and SMS for buyers, deduplicated per (order, kind) with one record for all
+    channels, rate-limited per channel and process."""
 
     def __init__(
         self,
@@ -89,68 +105,105 @@ class Notifier:
         self._max_wait = dict(max_wait)
 
     def send(self, notification: Notification) -> list[Delivery]:
-        """Deliver ``notification`` on each channel it has an address for; one ``Delivery`` per
-        channel, in channel order.
+        """``deliver`` ``notification`` and write its mark: one ``Delivery`` per channel.
 
-        Raises ``ChannelUnavailable`` if any channel failed transiently (throttled, provider
-        down, rate limit, claim held by another worker, DynamoDB unavailable) — after the other
-        channels were sent and recorded, so the retry resends only what is missing.
+        Raises what ``deliver`` raises, and ``DeliveryStoreUnavailable`` if the mark cannot be
+        written (the claim then stays ``sending``: the at-least-once window of ``dedup``).
         """
-        deliveries: list[Delivery] = []
-        failures: dict[ChannelName, TransientNotificationError] = {}
-        for channel in self.channels:
-            address = notification.address(channel.name)
-            if address is None:
-                deliveries.append(Delivery(channel.name, DeliveryStatus.NO_ADDRESS))
-                continue
-            try:
-                deliveries.append(self._deliver(channel, notification, address))
-            except TransientNotificationError as exc:
-                log.warning(
-                    "notifications.deferred",
-                    order_id=notification.order_id,
-                    kind=str(notification.kind),
-                    channel=str(channel.name),
-                    error=str(exc),
-                )
-                failures[channel.name] = exc
-        if failures:
-            causes = "; ".join(f"{name}: {exc}" for name, exc in failures.items())
-            raise ChannelUnavailable(
-                f"order {notification.order_id} {notification.kind}: not yet sent on {causes}"
-            ) from next(iter(failures.values()))
-        return deliveries
+        outcome = self.deliver(notification)
+        if outcome.mark is not None:
+            self.records.write(outcome.mark)
+        return outcome.deliveries
 
-    def _deliver(self, channel: Channel, n: Notification, address: str) -> Delivery:
-        fields = {"order_id": n.order_id, "kind": str(n.kind), "channel": str(channel.name)}
-        claim = self.records.claim(n.order_id, n.kind, channel.name)
+    def deliver(self, notification: Notification) -> Outcome:
+        """Send ``notification`` on each channel it has an address for and its record does not
+        settle yet; the deliveries, and the mark the caller must commit or write.
+
+        Raises ``DeliveryInProgress`` if another worker holds the claim,
+        ``DeliveryStoreUnavailable`` if the claim cannot be written, and ``ChannelUnavailable``
+        if a channel failed transiently (throttled, provider down, rate limit) — after the
+        other channels were sent and recorded, so the retry resends only what is missing.
+        """
+        addressed = [
+            (channel, address)
+            for channel in self.channels
+            if (address := notification.address(channel.name)) is not None
+        ]
+        if not addressed:
+            return Outcome(self._deliveries({}, {}), mark=None)
+        claim = self.records.claim(notification.order_id, notification.kind)
         if isinstance(claim, Settled):
-            log.info("notifications.already_done", status=str(claim.status), **fields)
-            status = (
-                DeliveryStatus.ALREADY_SENT
-                if claim.status is RecordStatus.SENT
-                else DeliveryStatus.UNDELIVERABLE
+            log.info(
+                "notifications.already_done",
+                order_id=notification.order_id,
+                kind=str(notification.kind),
             )
-            return Delivery(channel.name, status, claim.message_id)
+            return Outcome(self._deliveries(claim.outcomes, {}), mark=None)
+        sent = self._send_unsettled(claim, notification, addressed)
+        return Outcome(self._deliveries(claim.settled, sent), self.records.mark(claim, sent))
+
+    def _send_unsettled(
+        self, claim: Claim, n: Notification, addressed: Sequence[tuple[Channel, str]]
+    ) -> Outcomes:
+        """Send on each addressed channel the claim does not settle; their outcomes. If any
+        channel fails, the ones that settled are recorded and the claim released first."""
+        settled: Outcomes = {}
+        failures: dict[ChannelName, TransientNotificationError] = {}
         try:
-            self.limiters[channel.name].acquire(self._max_wait[n.priority])
-            message_id = channel.send(n, address)
-        except UndeliverableAddress as exc:
-            self.records.mark_undeliverable(claim, str(exc))
-            log.warning("notifications.undeliverable", error=str(exc), **fields)
-            return Delivery(channel.name, DeliveryStatus.UNDELIVERABLE)
+            for channel, address in addressed:
+                if channel.name in claim.settled:
+                    continue
+                try:
+                    settled[channel.name] = self._send_one(channel, n, address, claim.attempt)
+                except TransientNotificationError as exc:
+                    log.warning(
+                        "notifications.deferred",
+                        order_id=n.order_id,
+                        kind=str(n.kind),
+                        channel=str(channel.name),
+                        error=str(exc),
+                    )
+                    failures[channel.name] = exc
+            if failures:
+                causes = "; ".join(f"{name}: {exc}" for name, exc in failures.items())
+                raise ChannelUnavailable(
+                    f"order {n.order_id} {n.kind}: not yet sent on {causes}"
+                ) from next(iter(failures.values()))
         except BaseException:
             # Not sent (or, after a read timeout, perhaps sent): let the retry claim it at once.
-            self.records.release(claim)
+            self.records.release(claim, settled)
             raise
-        self._mark_sent(claim, message_id, fields)
-        return Delivery(channel.name, DeliveryStatus.SENT, message_id)
+        return settled
 
-    def _mark_sent(self, claim: Claim, message_id: str, fields: dict[str, str]) -> None:
-        # If this raises, the claim stays "sending" and the retry sends a second copy after the
-        # lease: the documented at-least-once window (notifications.dedup).
-        self.records.mark_sent(claim, message_id)
-        log.info("notifications.sent", message_id=message_id, attempt=claim.attempt, **fields)
+    def _send_one(
+        self, channel: Channel, n: Notification, address: str, attempt: int
+    ) -> ChannelOutcome:
+        fields = {"order_id": n.order_id, "kind": str(n.kind), "channel": str(channel.name)}
+        self.limiters[channel.name].acquire(self._max_wait[n.priority])
+        try:
+            message_id = channel.send(n, address)
+        except UndeliverableAddress as exc:
+            log.warning("notifications.undeliverable", error=str(exc), **fields)
+            return ChannelOutcome.undeliverable(str(exc))
+        log.info("notifications.sent", message_id=message_id, attempt=attempt, **fields)
+        return ChannelOutcome.sent(message_id)
+
+    def _deliveries(self, earlier: Outcomes, now: Outcomes) -> list[Delivery]:
+        """One ``Delivery`` per channel, in channel order, from the outcomes recorded by
+        earlier attempts and by this one. A channel with neither had no address (when the
+        record was settled, for a settled record: it is the final word on the notification)."""
+        deliveries = []
+        for channel in self.channels:
+            name = channel.name
+            outcome = now.get(name) or earlier.get(name)
+            if outcome is None:
+                deliveries.append(Delivery(name, DeliveryStatus.NO_ADDRESS))
+            elif outcome.status is ChannelStatus.UNDELIVERABLE:
+                deliveries.append(Delivery(name, DeliveryStatus.UNDELIVERABLE))
+            else:
+                status = DeliveryStatus.SENT if name in now else DeliveryStatus.ALREADY_SENT
+                deliveries.append(Delivery(name, status, outcome.message_id))
+        return deliveries
 
 
 _lock = threading.Lock()

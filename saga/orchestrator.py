@@ -4,7 +4,8 @@ A step's Celery task calls ``Orchestrator.handle`` with the command it received.
 orchestrator reads the saga, ignores a command that is no longer current (a redelivery, or a
 retry the sweeper already replaced), runs the step's registered work (``saga.steps``), and
 commits in one ``TransactWriteItems``: the new saga state (conditional on the version read),
-the step's own writes (a ticket, a released seat) and the outbox records of the next commands.
+the step's own writes (a ticket, a released seat), the records of its outside effects (an
+e-mail's delivery record, below) and the outbox records of the next commands.
 So a transition and the command it implies are never separated by a crash, and a crash
 anywhere before the commit only means the command is received again and the (idempotent) work
 redone.
@@ -15,24 +16,37 @@ the next, and so on). The first step that fails, or is not registered here, is l
 command as usual: it runs from its queue with its own retries. A purchase's charge, ticket and
 confirmation thus usually cost one transaction instead of three, with the same guarantees:
 every step is idempotent and nothing is committed before all of them did their work.
+
+**Records of outside effects commit with the transition, and stand without it.** A step whose
+effect lies outside DynamoDB and takes no idempotency key (an e-mail) returns the entry that
+records it in ``StepResult.effect_records``: it is carried through run-ahead like the steps'
+writes and commits in the same ``TransactWriteItems``, which saves it a write of its own. If
+that commit fails for any reason (a lost race, a DynamoDB error, a record's own condition),
+each record is then written on its own, best effort, before the error goes on: the effect
+happened whether or not the transition did, and a retry that found it unrecorded would repeat
+it. A record whose condition fails (in the transaction or alone) means what it guards moved on
+— say a notification claim another worker took over — and the transaction raises the record's
+own error, so the command is received again.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from flashsale.drills import CrashDrill
+from flashsale.dynamo import write_alone
 from outbox import OutboxRecord, TransactionConflict, UnitOfWork
 from saga.definition import SagaDefinition
 from saga.exceptions import ConcurrentTransition, SagaNotFound, StepFailed
 from saga.state import SagaState, SagaStatus
-from saga.steps import StepHandler, StepRegistry
+from saga.steps import StepHandler, StepRegistry, StepResult, Write
 from saga.store import SagaStore
 from saga.transitions import Emit, Planner, RetryPolicy, Transition
 
@@ -40,7 +54,6 @@ log = structlog.get_logger("saga")
 
 _COMMAND_NAMESPACE = uuid.UUID("0c7f3f2e-54a1-4f55-8a0e-7d9d3b1c6e21")
 MAX_CONFLICTS = 10  # re-reads of one command before giving up to the queue's redelivery
-Write = tuple[dict[str, Any], Callable[[], Exception] | None]  # a step's entry and its error
 
 
 class Command(BaseModel):
@@ -53,6 +66,20 @@ class Command(BaseModel):
     step: str
     compensate: bool = False
     attempt: int = Field(default=1, ge=1)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What the steps' work gives a transition to commit, besides the saga's state and its
+    next commands."""
+
+    writes: tuple[Write, ...] = ()
+    effect_records: tuple[Write, ...] = ()
+
+    def plus(self, result: StepResult) -> Staged:
+        return Staged(
+            (*self.writes, *result.writes), (*self.effect_records, *result.effect_records)
+        )
 
 
 class Orchestrator:
@@ -112,11 +139,11 @@ class Orchestrator:
             if not self._current(state, command):
                 log.info("saga.stale_command", saga_id=state.saga_id, **_fields(command))
                 return "stale"
-            transition, writes = self._react(state, command, handler)
-            transition, writes = self._run_ahead(transition, writes)
+            transition, staged = self._react(state, command, handler)
+            transition, staged = self._run_ahead(transition, staged)
             self.drill.maybe_crash("after_work", saga_id=state.saga_id, step=command.step)
             try:
-                self._commit(transition, writes, expected_version=state.version)
+                self._commit(transition, staged, expected_version=state.version)
             except ConcurrentTransition:
                 continue
             self.drill.maybe_crash("after_commit", saga_id=state.saga_id, step=command.step)
@@ -133,7 +160,7 @@ class Orchestrator:
                 return "not_due"
             transition = self.planner.timed_out(state)
             try:
-                self._commit(transition, [], expected_version=state.version)
+                self._commit(transition, Staged(), expected_version=state.version)
             except ConcurrentTransition:
                 continue
             return transition.outcome
@@ -145,7 +172,7 @@ class Orchestrator:
         if state.quarantined_from is None:
             return f"not quarantined ({state.status.value})"
         transition = self.planner.resume(state)
-        self._commit(transition, [], expected_version=state.version)
+        self._commit(transition, Staged(), expected_version=state.version)
         return transition.outcome
 
     # -- internals ---------------------------------------------------------------------------
@@ -165,7 +192,7 @@ class Orchestrator:
 
     def _react(
         self, state: SagaState, command: Command, handler: StepHandler
-    ) -> tuple[Transition, list[Write]]:
+    ) -> tuple[Transition, Staged]:
         step = self.definition.steps[state.step]
         transient = handler.transient
         try:
@@ -174,22 +201,20 @@ class Orchestrator:
             log.info(
                 "saga.step_failed", saga_id=state.saga_id, reason=exc.reason, **_fields(command)
             )
-            return self.planner.failed(state, exc.reason, certain=exc.certain), []
+            return self.planner.failed(state, exc.reason, certain=exc.certain), Staged()
         except transient as exc:
             if not command.compensate and not self.definition.before_point_of_no_return(state.step):
                 raise  # a retriable step: the queue redelivers, then dead-letters
             log.warning(
                 "saga.step_error", saga_id=state.saga_id, error=repr(exc), **_fields(command)
             )
-            return self.planner.transient(state, f"{type(exc).__name__}: {exc}"), []
+            return self.planner.transient(state, f"{type(exc).__name__}: {exc}"), Staged()
         log.info(
             "saga.step_done", saga_id=state.saga_id, step_kind=step.kind.value, **_fields(command)
         )
-        return self.planner.succeeded(state, result.data), result.writes
+        return self.planner.succeeded(state, result.data), Staged().plus(result)
 
-    def _run_ahead(
-        self, transition: Transition, writes: list[Write]
-    ) -> tuple[Transition, list[Write]]:
+    def _run_ahead(self, transition: Transition, staged: Staged) -> tuple[Transition, Staged]:
         """Run the next steps here while they are registered and succeed (see the module)."""
         while (
             len(transition.emits) == 1
@@ -207,8 +232,8 @@ class Orchestrator:
                 break
             log.info("saga.step_done", saga_id=state.saga_id, step=emit.step, run_ahead=True)
             transition = self.planner.succeeded(state, result.data)
-            writes = [*writes, *result.writes]
-        return transition, writes
+            staged = staged.plus(result)
+        return transition, staged
 
     def _unit_of_work(self, transition: Transition, *, expected_version: int | None) -> UnitOfWork:
         state = transition.state
@@ -227,20 +252,17 @@ class Orchestrator:
             uow.add_event(self._record(state, emit, first_sequence + offset))
         return uow
 
-    def _commit(
-        self,
-        transition: Transition,
-        writes: list[Write],
-        *,
-        expected_version: int,
-    ) -> None:
-        uow = self._unit_of_work(transition, expected_version=expected_version)
-        for entry, on_failure in writes:
-            uow.add(entry, on_failure)
+    def _commit(self, transition: Transition, staged: Staged, *, expected_version: int) -> None:
         try:
+            uow = self._unit_of_work(transition, expected_version=expected_version)
+            for entry, on_failure in (*staged.writes, *staged.effect_records):
+                uow.add(entry, on_failure)
             uow.commit(self.store.dynamodb)
-        except TransactionConflict as exc:
-            raise ConcurrentTransition(str(exc)) from exc
+        except Exception as exc:
+            self._record_alone(transition.state.saga_id, staged.effect_records)
+            if isinstance(exc, TransactionConflict):
+                raise ConcurrentTransition(str(exc)) from exc
+            raise
         state = transition.state
         log.info(
             "saga.transition",
@@ -250,6 +272,21 @@ class Orchestrator:
             step=self.definition.steps[state.step].name,
             version=state.version,
         )
+
+    def _record_alone(self, saga_id: str, records: Sequence[Write]) -> None:
+        """Write each effect record on its own after its transition failed to commit (see the
+        module). Best effort: one that cannot be written is left to its owner's own recovery
+        (for a notification claim, the lease running out), as after a crash."""
+        for entry, _ in records:
+            try:
+                written = write_alone(self.store.dynamodb, entry)
+            except Exception as exc:
+                log.warning("saga.effect_record_failed", saga_id=saga_id, error=repr(exc))
+                continue
+            if written:
+                log.info("saga.effect_recorded_alone", saga_id=saga_id)
+            else:  # what it guards moved on: a claim taken over by another worker, say
+                log.warning("saga.effect_record_refused", saga_id=saga_id)
 
     def _record(self, state: SagaState, emit: Emit, sequence: int) -> OutboxRecord:
         command = Command(

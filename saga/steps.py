@@ -8,6 +8,11 @@ orchestrator run the *next* step at once in the same process, when it is registe
 
     @STEPS.action("charge_payment", transient=(ProviderUnavailable,))
     def charge(state: SagaState) -> StepResult: ...
+
+A step's result carries what must commit with its transition: ``writes`` (the step's own
+changes, a ticket say, which stand or fall with the transition) and ``effect_records`` (the
+bookkeeping of an effect outside DynamoDB that already happened, an e-mail sent, which must be
+written even if the transition is not: see ``saga.orchestrator``).
 """
 
 from __future__ import annotations
@@ -20,17 +25,21 @@ from pydantic import JsonValue
 
 from saga.state import SagaState
 
+# A ``TransactItems`` entry and the error to raise if its condition fails in the transaction.
+Write = tuple[dict[str, Any], Callable[[], Exception] | None]
+
 
 @dataclass
 class StepResult:
-    """What a step's work produced: data for the saga, and writes that must commit with the
-    transition (each a ``TransactItems`` entry and the error to raise if its condition
-    fails)."""
+    """What a step's work produced: data for the saga; ``writes`` that commit with the
+    transition or not at all; and ``effect_records``, entries recording an outside effect that
+    happened (a message sent), committed with the transition to save a write of their own, but
+    written on their own if it fails: the effect stands whatever becomes of the transition, and
+    an unrecorded one would be repeated."""
 
     data: dict[str, JsonValue] = field(default_factory=dict)
-    writes: list[tuple[dict[str, Any], Callable[[], Exception] | None]] = field(
-        default_factory=list
-    )
+    writes: list[Write] = field(default_factory=list)
+    effect_records: list[Write] = field(default_factory=list)
 
 
 StepWork = Callable[[SagaState], StepResult]

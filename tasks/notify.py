@@ -3,7 +3,11 @@ cancellation notice sent once a purchase has been undone.
 
 Both go through ``notifications.Notifier``, which sends at most once per order, kind and
 channel. The confirmation is a retriable saga step: a transient failure is re-raised, so SQS
-redelivers it with backoff and finally dead-letters it, and the purchase stands meanwhile.
+redelivers it with backoff and finally dead-letters it, and the purchase stands meanwhile. Its
+delivery record's mark is an effect record of the step (``StepResult.effect_records``): it
+commits in the saga's transaction, so a confirmed order usually costs two writes after the
+seat (the claim, and the transaction that runs ahead from the charge to the confirmation).
+The cancellation notice writes its own mark (``Notifier.send``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 from notifications import (
     Notification,
     NotificationKind,
+    Notifier,
     TransientNotificationError,
     notifier_from_settings,
 )
@@ -40,10 +45,20 @@ def notification(state: SagaState, kind: NotificationKind) -> Notification:
     )
 
 
+def confirm_buyer(notifier: Notifier, state: SagaState) -> StepResult:
+    """Send the confirmation; its mark goes with the result, to commit with the transition (a
+    mark refused there because another worker took the claim over raises ``ClaimLost``)."""
+    outcome = notifier.deliver(notification(state, NotificationKind.CONFIRMATION))
+    mark = outcome.mark
+    return StepResult(
+        data={"confirmation": [d.status.value for d in outcome.deliveries]},
+        effect_records=[(mark.entry, mark.lost)] if mark is not None else [],
+    )
+
+
 @STEPS.action("notify_buyer", transient=(TransientNotificationError,))
 def confirm(state: SagaState) -> StepResult:
-    deliveries = notifier_from_settings().send(notification(state, NotificationKind.CONFIRMATION))
-    return StepResult(data={"confirmation": [d.status.value for d in deliveries]})
+    return confirm_buyer(notifier_from_settings(), state)
 
 
 @app.task(name="tasks.notify.confirmation", acks_late=True)

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from notification_fakes import REGION, SENDER, FakeClock, Recording
+from notification_fakes import REGION, SENDER, FakeClock, Recording, record_operations
 
 from flashsale.names import Table
 from infra.components.tables import TABLE_SPECS
@@ -26,6 +26,7 @@ class Aws:
     ses: Recording  # send_email recorded
     sns: Recording  # publish recorded
     clock: FakeClock
+    dynamodb_calls: list[str]  # every DynamoDB operation from the fixture on, in order
 
     def notifier(self, **overrides: Any) -> Notifier:
         """A notifier on these clients whose rate limiters run on the fake clock."""
@@ -59,4 +60,5 @@ def aws(aws_offline: None) -> Iterator[Aws]:
         ses = boto3.client("ses", region_name=REGION)
         ses.verify_email_identity(EmailAddress=SENDER)
         sns = boto3.client("sns", region_name=REGION)
-        yield Aws(ddb, Recording(ses, "send_email"), Recording(sns, "publish"), FakeClock())
+        calls = record_operations(ddb)
+        yield Aws(ddb, Recording(ses, "send_email"), Recording(sns, "publish"), FakeClock(), calls)

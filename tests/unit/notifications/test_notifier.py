@@ -1,5 +1,6 @@
 """``notifications.Notifier`` on moto's SES, SNS and DynamoDB: one message per (order, kind,
-channel), retries resend only what is missing, provider errors mapped."""
+channel), one claim and one mark per notification whatever its channels, retries resend only
+what is missing, provider errors mapped."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ import re
 import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from conftest import TABLE, Aws
-from notification_fakes import BUYER_EMAIL, BUYER_PHONE, SENDER, client_error, make_notification
+from notification_fakes import (
+    BUYER_EMAIL,
+    BUYER_PHONE,
+    SENDER,
+    client_error,
+    make_notification,
+    writes,
+)
 
 from notifications.channels import classify
-from notifications.dedup import Claim
-from notifications.exceptions import ChannelUnavailable, UndeliverableAddress
+from notifications.dedup import ChannelOutcome, Claim, Settled
+from notifications.exceptions import ChannelUnavailable, DeliveryInProgress, UndeliverableAddress
 from notifications.messages import ChannelName, NotificationKind
 from notifications.notifier import (
     Delivery,
@@ -44,6 +52,78 @@ def test_send__three_times__reaches_ses_and_sns_once_each(aws: Aws) -> None:
         assert [d.message_id for d in deliveries] == [d.message_id for d in first]
     assert (len(aws.ses.calls), len(aws.sns.calls)) == (1, 1)
     assert aws.sent_email_count() == 1
+
+
+def test_send__email_and_sms__one_claim_and_one_mark(aws: Aws) -> None:
+    notifier = aws.notifier()
+    n = make_notification()
+
+    notifier.send(n)
+    assert writes(aws.dynamodb_calls) == ["UpdateItem", "UpdateItem"]
+    notifier.send(n)
+
+    # The repeat: one claim, refused (the record is settled), no provider call.
+    assert aws.dynamodb_calls == ["UpdateItem"] * 3
+    assert (len(aws.ses.calls), len(aws.sns.calls)) == (1, 1)
+
+
+def test_deliver__email_and_sms__one_claim_write_and_the_mark_left_to_the_caller(
+    aws: Aws,
+) -> None:
+    notifier = aws.notifier()
+    n = make_notification()
+
+    outcome = notifier.deliver(n)
+
+    assert statuses(outcome.deliveries) == [
+        (EMAIL, DeliveryStatus.SENT),
+        (SMS, DeliveryStatus.SENT),
+    ]
+    assert aws.dynamodb_calls == ["UpdateItem"]  # the claim, for both channels
+    assert outcome.mark is not None
+    with pytest.raises(DeliveryInProgress):
+        notifier.deliver(n)  # until the mark is written the claim is held
+    aws.dynamodb.transact_write_items(TransactItems=[outcome.mark.entry])
+    again = notifier.deliver(n)
+    assert again.mark is None
+    assert [d.message_id for d in again.deliveries] == [d.message_id for d in outcome.deliveries]
+    assert (len(aws.ses.calls), len(aws.sns.calls)) == (1, 1)
+
+
+def test_deliver__settled_record__reports_the_recorded_outcomes(aws: Aws) -> None:
+    notifier = aws.notifier()
+    n = make_notification()
+    first = notifier.send(n)
+
+    settled = notifier.records.claim(n.order_id, n.kind)
+
+    assert settled == Settled(
+        settled.key,
+        {EMAIL: ChannelOutcome.sent(str(first[0].message_id)),
+         SMS: ChannelOutcome.sent(str(first[1].message_id))},
+    )  # fmt: skip
+
+
+def test_send__no_address_at_all__touches_nothing(aws: Aws) -> None:
+    deliveries = aws.notifier().send(make_notification(email=None, phone=None))
+    assert statuses(deliveries) == [
+        (EMAIL, DeliveryStatus.NO_ADDRESS),
+        (SMS, DeliveryStatus.NO_ADDRESS),
+    ]
+    assert aws.dynamodb_calls == [] and (len(aws.ses.calls), len(aws.sns.calls)) == (0, 0)
+
+
+def test_send__unexpected_error_on_sms__records_the_email_sent_before_it(aws: Aws) -> None:
+    notifier = aws.notifier()
+    n = make_notification()
+    aws.sns.fail_next(RuntimeError("a bug between us and SNS"))
+
+    with pytest.raises(RuntimeError):
+        notifier.send(n)
+    retried = notifier.send(n)
+
+    assert statuses(retried) == [(EMAIL, DeliveryStatus.ALREADY_SENT), (SMS, DeliveryStatus.SENT)]
+    assert (aws.ses.succeeded, aws.sns.succeeded) == (1, 1)
 
 
 def test_send__calls_ses_and_sns_as_the_providers_expect(aws: Aws) -> None:
@@ -79,10 +159,13 @@ def test_send__one_channel_throttled__retry_sends_only_that_channel(aws: Aws) ->
     with pytest.raises(ChannelUnavailable, match="not yet sent on sms: sms: Throttling"):
         notifier.send(n)
     assert (aws.ses.succeeded, aws.sns.succeeded) == (1, 0)
+    # The claim, then one write recording the e-mail and releasing the claim.
+    assert aws.dynamodb_calls == ["UpdateItem", "UpdateItem"]
 
-    retried = notifier.send(n)
+    retried = notifier.send(n)  # at once: the lease was released
 
     assert statuses(retried) == [(EMAIL, DeliveryStatus.ALREADY_SENT), (SMS, DeliveryStatus.SENT)]
+    assert aws.dynamodb_calls == ["UpdateItem"] * 4  # the claim and the mark
     assert (len(aws.ses.calls), len(aws.sns.calls)) == (1, 2)
     assert (aws.ses.succeeded, aws.sns.succeeded) == (1, 1)
     assert aws.sent_email_count() == 1
@@ -92,7 +175,7 @@ def test_send__crash_between_send_and_mark__resends_only_after_the_lease(aws: Aw
     """The documented window: the provider accepted, the mark never happened."""
     notifier = aws.notifier()
     n = make_notification(phone=None)
-    crashed = notifier.records.claim(n.order_id, n.kind, EMAIL)  # the crashed worker's claim
+    crashed = notifier.records.claim(n.order_id, n.kind)  # the crashed worker's claim
     assert isinstance(crashed, Claim)
     aws.ses.send_email(
         Source=SENDER,
@@ -100,7 +183,7 @@ def test_send__crash_between_send_and_mark__resends_only_after_the_lease(aws: Aw
         Message={"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "t"}}},
     )
 
-    with pytest.raises(ChannelUnavailable, match="being sent by another worker"):
+    with pytest.raises(DeliveryInProgress, match="being sent by another worker"):
         notifier.send(n)  # redelivered within the lease: nothing sent
     assert aws.ses.succeeded == 1
     aws.clock.advance(60)
@@ -110,7 +193,8 @@ def test_send__crash_between_send_and_mark__resends_only_after_the_lease(aws: Aw
     ]
     assert aws.ses.succeeded == 2  # at least once in this window, never zero
     assert notifier.send(n)[0].status is DeliveryStatus.ALREADY_SENT
-    assert notifier.records.mark_sent(crashed, "late") is False
+    late = notifier.records.mark(crashed, {EMAIL: ChannelOutcome.sent("late")})
+    assert notifier.records.write(late) is False
 
 
 def test_send__undeliverable_phone__is_recorded_and_never_retried(aws: Aws) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import boto3
 import pytest
@@ -36,3 +36,9 @@ def driver(tables: Tables, clock: Clock) -> Driver:
         clock=clock,
     )
     return Driver(tables, orchestrator, FakeProvider(), clock)
+
+
+@pytest.fixture
+def sell(driver: Driver) -> Callable[..., list[str]]:
+    """``sell(capacity, buyers, first=1, phone=False)``: see ``Driver.sell``."""
+    return driver.sell

@@ -1,6 +1,7 @@
-"""Drives purchase sagas in-process over moto: reads the commands the outbox holds and runs
-each step's work the way the worker's task would, with a fake payment provider. What the relay
-and Celery add (delivery, redelivery) is simulated by calling ``deliver`` again."""
+"""Drives purchase sagas in-process over moto: sells seats with sagas, reads the commands the
+outbox holds and runs each step's work the way the worker's task would, with a fake payment
+provider and, if given one, the real notifier. What the relay and Celery add (delivery,
+redelivery) is simulated by calling ``deliver`` again."""
 
 from __future__ import annotations
 
@@ -12,12 +13,29 @@ from typing import Any
 from moto_tables import Tables
 
 from flashsale.dynamo import from_item
+from flashsale.messages import AcceptedRequest, PurchaseBatch, PurchaseRequest
 from flashsale.names import OUTBOX_PK, OUTBOX_SK, Table
+from flashsale.settings import get_settings
+from notifications import Notifier, TransientNotificationError
 from payments.client import Charge, Refund, RefundStatus
 from payments.exceptions import ProviderUnavailable
-from saga import Orchestrator, SagaState, StepRegistry, StepResult
+from saga import Orchestrator, SagaState, SagaStatus, StepRegistry, StepResult
+from tasks.notify import confirm_buyer
 from tasks.payment import charge_buyer, refund_buyer
+from tasks.purchase_saga import saga_data
 from tasks.tickets import issue_ticket, release_seat
+
+EVENT = "gig"
+
+
+def request(n: int, quantity: int = 1, *, phone: bool = False) -> AcceptedRequest:
+    """Buyer ``n``'s accepted request, with an e-mail address (and a phone, if asked)."""
+    raw = PurchaseRequest(event_id=EVENT, buyer_id=f"b{n}", quantity=quantity, request_id=f"r{n}")
+    return AcceptedRequest(
+        order_id=raw.order_id, buyer_id=raw.buyer_id, request_id=raw.request_id,
+        quantity=quantity, accepted_seq=n, accepted_at_ms=n, email=f"b{n}@example.com",
+        phone=f"+1555{n:07d}" if phone else None,
+    )  # fmt: skip
 
 
 class Clock:
@@ -80,9 +98,30 @@ class Driver:
     clock: Callable[[], float]
     ticket_fault_rate: float = 0.0
     confirm_failures: int = 0  # the next confirmations that fail
+    notifier: Notifier | None = None  # the real one confirms (its mark commits with the saga)
     done: set[str] = field(default_factory=set)
     delivered: list[tuple[str, str]] = field(default_factory=list)  # (task, saga id)
     notified: list[tuple[str, str]] = field(default_factory=list)  # (kind, saga id)
+
+    def sell(self, capacity: int, buyers: int, *, first: int = 1, phone: bool = False) -> list[str]:
+        """An event (when ``first`` is 1), one batch of single-seat requests, allocated with
+        sagas whose hold expires on the driver's clock; the order ids."""
+        if first == 1:
+            self.tables.new_event(EVENT, capacity)
+        requests = [request(n, phone=phone) for n in range(first, first + buyers)]
+        allocator = self.tables.allocator(sagas=True)
+        allocator._start_saga = self._start_saga
+        allocator.allocate(PurchaseBatch(event_id=EVENT, requests=requests))
+        return [r.order_id for r in requests]
+
+    def _start_saga(self, event_id: str, req: AcceptedRequest) -> list[dict[str, Any]]:
+        data = saga_data(event_id, req, get_settings())
+        return self.orchestrator.start_items(req.order_id, data, expires_at=self.clock() + 600)
+
+    def status(self, order_id: str) -> SagaStatus:
+        state = self.orchestrator.store.get(order_id)
+        assert state is not None
+        return state.status
 
     def pending(self) -> list[dict[str, Any]]:
         """Commands not yet delivered, the lowest sequence of each saga (relay order)."""
@@ -135,7 +174,7 @@ class Driver:
                 now=self.clock(),
             )
         )
-        steps.action("notify_buyer")(self._confirm)
+        steps.action("notify_buyer", transient=(TransientNotificationError,))(self._confirm)
         self.orchestrator.steps = steps
 
     def run(self, task: str, event: dict[str, Any]) -> str:
@@ -149,4 +188,4 @@ class Driver:
             self.confirm_failures -= 1
             raise RuntimeError("SES is down")
         self.notified.append(("confirmation", state.saga_id))
-        return StepResult()
+        return StepResult() if self.notifier is None else confirm_buyer(self.notifier, state)

@@ -5,56 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
 from moto_tables import Tables
-from saga_driver import Clock, Driver
+from saga_driver import EVENT, Clock, Driver
 
-from flashsale.messages import AcceptedRequest, PurchaseBatch, PurchaseRequest
-from flashsale.settings import get_settings
 from saga import SagaStatus, Sweeper
-from tasks.purchase_saga import saga_data
-
-EVENT = "gig"
-
-
-def request(n: int, quantity: int = 1) -> AcceptedRequest:
-    raw = PurchaseRequest(event_id=EVENT, buyer_id=f"b{n}", quantity=quantity, request_id=f"r{n}")
-    return AcceptedRequest(
-        order_id=raw.order_id, buyer_id=raw.buyer_id, request_id=raw.request_id,
-        quantity=quantity, accepted_seq=n, accepted_at_ms=n, email=f"b{n}@example.com",
-    )  # fmt: skip
-
-
-@pytest.fixture
-def sell(tables: Tables, driver: Driver) -> Callable[..., list[str]]:
-    """``sell(capacity, buyers)``: an event, one batch of single-seat requests, allocated with
-    sagas; the order ids."""
-
-    def sell(capacity: int, buyers: int, *, first: int = 1) -> list[str]:
-        if first == 1:
-            tables.new_event(EVENT, capacity)
-        requests = [request(n) for n in range(first, first + buyers)]
-        allocator = tables.allocator(sagas=True)
-        allocator._start_saga = _with_clock(driver)  # the hold expires on the test's clock
-        allocator.allocate(PurchaseBatch(event_id=EVENT, requests=requests))
-        return [r.order_id for r in requests]
-
-    return sell
-
-
-def _with_clock(driver: Driver) -> Callable[[str, AcceptedRequest], list[dict[str, object]]]:
-    def start(event_id: str, req: AcceptedRequest) -> list[dict[str, object]]:
-        return driver.orchestrator.start_items(
-            req.order_id, saga_data(event_id, req, get_settings()), expires_at=driver.clock() + 600
-        )
-
-    return start
-
-
-def status(driver: Driver, order_id: str) -> SagaStatus:
-    state = driver.orchestrator.store.get(order_id)
-    assert state is not None
-    return state.status
 
 
 def fulfilment(tables: Tables, order_id: str) -> str | None:
@@ -68,7 +22,7 @@ def test_saga__happy_path_charges_tickets_and_confirms_once(
 
     driver.run_all()
 
-    assert {status(driver, o) for o in orders} == {SagaStatus.COMPLETED}
+    assert {driver.status(o) for o in orders} == {SagaStatus.COMPLETED}
     assert {fulfilment(tables, o) for o in orders} == {"ticketed"}
     assert driver.provider.captured() == set(orders)
     assert sorted(driver.notified) == sorted(("confirmation", o) for o in orders)
@@ -83,8 +37,8 @@ def test_saga__a_decline_releases_the_seat_and_tells_the_buyer(
 
     driver.run_all()
 
-    assert status(driver, declined) is SagaStatus.COMPENSATED
-    assert status(driver, paid) is SagaStatus.COMPLETED
+    assert driver.status(declined) is SagaStatus.COMPENSATED
+    assert driver.status(paid) is SagaStatus.COMPLETED
     assert fulfilment(tables, declined) == "released"
     assert tables.sold(EVENT) == 1  # the declined seat is back on sale
     assert ("cancellation", declined) in driver.notified
@@ -102,7 +56,7 @@ def test_saga__a_released_seat_is_sold_to_a_later_buyer(
     (late,) = sell(capacity=1, buyers=1, first=3)
     driver.run_all()
 
-    assert status(driver, late) is SagaStatus.COMPLETED
+    assert driver.status(late) is SagaStatus.COMPLETED
     assert tables.sold(EVENT) == 1 and driver.provider.captured() == {late}
 
 
@@ -143,7 +97,7 @@ def test_saga__provider_errors_are_retried_with_the_same_key(
 
     driver.run_all()
 
-    assert status(driver, order) is SagaStatus.COMPLETED
+    assert driver.status(order) is SagaStatus.COMPLETED
     assert driver.provider.calls == [("charge", order)] * 3
     state = driver.orchestrator.store.get(order)
     assert state is not None
@@ -160,7 +114,7 @@ def test_saga__a_step_that_keeps_failing_is_compensated_including_itself(
 
     driver.run_all()
 
-    assert status(driver, order) is SagaStatus.COMPENSATED
+    assert driver.status(order) is SagaStatus.COMPENSATED
     assert driver.provider.refunds == {order: "voided"}  # a late charge would be refused
     assert tables.sold(EVENT) == 0
 
@@ -177,13 +131,13 @@ def test_saga__a_compensation_that_keeps_failing_is_quarantined_then_resumed(
     driver.provider.failures = 3  # every refund attempt
 
     driver.run_all()
-    assert status(driver, order) is SagaStatus.QUARANTINED
+    assert driver.status(order) is SagaStatus.QUARANTINED
     sweeper = Sweeper({"purchase": driver.orchestrator}, driver.orchestrator.store)
     assert sweeper.quarantined() == 1
 
     assert driver.orchestrator.resume(order) == "resumed"
     driver.run_all()
-    assert status(driver, order) is SagaStatus.COMPENSATED and sweeper.quarantined() == 0
+    assert driver.status(order) is SagaStatus.COMPENSATED and sweeper.quarantined() == 0
     assert tables.sold(EVENT) == 0 and not driver.provider.captured()
 
 
@@ -206,8 +160,8 @@ def test_sweeper__resends_a_lost_command_and_expires_a_hold(
     sweeper.sweep_once()
     driver.run_all()
 
-    assert status(driver, lost) is SagaStatus.COMPLETED
-    assert status(driver, expired) is SagaStatus.COMPENSATED
+    assert driver.status(lost) is SagaStatus.COMPLETED
+    assert driver.status(expired) is SagaStatus.COMPENSATED
     assert fulfilment(tables, expired) == "released" and tables.sold(EVENT) == 1
 
 
@@ -255,5 +209,5 @@ def test_saga__a_step_that_fails_running_ahead_is_left_to_its_own_command(
     assert [task for task, _ in driver.delivered] == [
         "tasks.payment.charge", "tasks.notify.confirmation",
     ]  # fmt: skip
-    assert status(driver, order) is SagaStatus.COMPLETED
+    assert driver.status(order) is SagaStatus.COMPLETED
     assert driver.notified == [("confirmation", order)]

@@ -1,5 +1,6 @@
-"""Fakes for the notification tests: a settable clock and a client wrapper that records and
-fails calls, around moto's in-process SES, SNS and DynamoDB."""
+"""Fakes for the notification tests (here and in the saga's): a settable clock, a client
+wrapper that records and fails calls, around moto's in-process SES, SNS and DynamoDB, and a
+record of the DynamoDB operations a client makes."""
 
 from __future__ import annotations
 
@@ -72,6 +73,26 @@ class Recording:
             return response
 
         return call
+
+
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+
+
+def record_operations(client: Any) -> list[str]:
+    """The names of the operations ``client`` calls from now on (every call that reaches
+    DynamoDB, moto included, whatever wraps the client), in order."""
+    operations: list[str] = []
+
+    def before_call(model: Any, **_: Any) -> None:
+        operations.append(model.name)
+
+    client.meta.events.register("before-call.dynamodb", before_call)
+    return operations
+
+
+def writes(operations: list[str]) -> list[str]:
+    """The write calls among ``operations``."""
+    return [op for op in operations if op in WRITES]
 
 
 MakeNotification = Callable[..., Notification]

@@ -36,3 +36,10 @@ def client(service: str) -> Any:
         if found is None:
             found = _clients[key] = boto3.session.Session().client(service, config=_CONFIG)
         return found
+
+
+def reset_clients() -> None:
+    """Forget the clients, so the next ones read the environment again (a test module that
+    moves this process to another stack)."""
+    with _lock:
+        _clients.clear()

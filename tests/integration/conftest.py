@@ -18,7 +18,8 @@ from local_stacks import running_stack
 from sale_harness import Sale, open_sale
 from scenarios import SESSION_START, Scenario, declare, report, rows
 
-from flashsale.settings import Settings
+from flashsale import aws
+from flashsale.settings import Settings, get_settings
 from infra.local.fleet import Fleet
 
 # --- the scenario table (tests/integration/scenarios.py) ---------------------------------------
@@ -96,6 +97,9 @@ def environ(local_stack: dict[str, str]) -> Iterator[dict[str, str]]:
                 patch.delenv(key)
         for key, value in local_stack.items():
             patch.setenv(key, value)
+        # Settings and clients this process built for an earlier module's stack.
+        get_settings.cache_clear()
+        aws.reset_clients()
         yield local_stack
 
 

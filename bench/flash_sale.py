@@ -491,8 +491,7 @@ def _bench(
         title=f"make bench: {tuned_fig['requests']:,} HTTP requests, "
         f"{spike_spec.seats:,} seats, whole pipeline ({document['measured_at']})",
     )
-    console.print(bench_table(tuned_fig, base_fig, ratios))
-    console.print(targets_table(verdicts))
+    print_bench(document, console)
     console.print(f"written to {RESULTS} and {CHART} ({document['wall_seconds']:.0f} s in all)")
     healthy = (
         tuned_fig["oversold"] == 0
@@ -501,6 +500,24 @@ def _bench(
         and relay["ok"]
     )
     return 0 if healthy else 1
+
+
+def print_bench(document: dict[str, Any], console: Console) -> None:
+    """The benchmark's tables; ``report`` reprints them from the JSON of the last run."""
+    console.print(bench_table(document["flashsale"], document["baseline"], document["ratio"]))
+    console.print(targets_table(document["targets"]))
+    if not document["relay"].get("skipped"):
+        console.print(relay_table(document["relay"]))
+
+
+def report(console: Console) -> int:
+    if not RESULTS.exists():
+        console.print(f"no {RESULTS}: run `make bench` first")
+        return 1
+    document = json.loads(RESULTS.read_text())
+    console.print(f"make bench of {document['measured_at']} ({document['wall_seconds']:.0f} s)")
+    print_bench(document, console)
+    return 0
 
 
 def _one_relay_one_shard(fleet: Fleet) -> dict[str, str]:
@@ -574,10 +591,13 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument(
                 "--relay-events", type=int, default=2_000, help="0: skip the relay comparison"
             )
+    sub.add_parser("report", help=f"print the tables of the last bench from {RESULTS}")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the processes this run started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     console = Console()
+    if args.command == "report":
+        return report(console)
     return demo(args, console) if args.command == "demo" else bench(args, console)
 
 

@@ -90,7 +90,8 @@ def bench_table(
         ("intake latency p50 / p99 (ms)",
          f"{tuned['intake_latency_ms']['p50_ms']} / {tuned['intake_latency_ms']['p99_ms']}",
          "-", ""),
-        ("refused by backpressure", tuned["rejected_by_backpressure"], "-", ""),
+        ("503 + Retry-After answers (retried)", tuned["http_503_answers"], "-", ""),
+        ("refused by backpressure in the end", tuned["rejected_by_backpressure"], "-", ""),
         ("sagas completed per second", tuned["saga"]["orders_per_s"], "-", ""),
     ]  # fmt: skip
     for label, ours, theirs, ratio in rows:

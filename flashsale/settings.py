@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # How long a purchase may wait for its batch to reach SQS before the answer is 503 (the
     # buyer retries with the same request id, which cannot make a second order).
     intake_enqueue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Order ids an intake process remembers having queued (about 200 bytes each), so that a
+    # repeat of a request (double click, retry) is answered without queuing it again.
+    intake_recent_orders: int = Field(default=100_000, ge=0)
     # How stale the intake's view of an event (unknown, on sale, sold out) may be: sold-out
     # buyers are answered at the edge from it, and released seats show up within this time.
     # A hot event is re-read every half of it, one call per intake process whatever the load;

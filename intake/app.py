@@ -168,6 +168,9 @@ class IntakeApi:
             self.counters.invalid += 1
             message = f"at most {self.max_per_request} tickets per request"
             return _invalid([FieldError(field="quantity", message=message)])
+        # A repeat of a request already queued is accepted again, whatever the event's state.
+        if self.services.enqueuer.knows(purchase.order_id):
+            return await self._accept(purchase)
         state = await self.services.events.state(purchase.event_id)
         if state is EventState.NOT_FOUND:
             self.counters.unknown_event += 1
@@ -190,6 +193,9 @@ class IntakeApi:
                 f"{backlog.depth} purchase messages are waiting (limit {backlog.limit}); "
                 "retry later with the same request_id",
             )
+        return await self._accept(purchase)
+
+    async def _accept(self, purchase: PurchaseRequest) -> Response:
         accepted = await self.services.enqueuer.enqueue(purchase)
         self.counters.accepted += 1
         url = status_url(accepted.order_id)
@@ -250,6 +256,7 @@ class IntakeApi:
             unknown_event=c.unknown_event,
             invalid=c.invalid,
             overloaded=dict(c.overloaded),
+            repeats=enqueuer.repeats,
             buffered=enqueuer.buffered,
             requests_sent=enqueuer.requests_sent,
             messages_sent=enqueuer.messages_sent,
@@ -325,6 +332,7 @@ def create_app(services: IntakeServices, settings: Settings) -> Starlette:
                 sold_out_at_edge=counters.sold_out_at_edge,
                 overloaded=counters.overloaded,
                 requests_sent=services.enqueuer.requests_sent,
+                repeats=services.enqueuer.repeats,
             )
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {

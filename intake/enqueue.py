@@ -12,6 +12,11 @@ id, and one request id is only ever one order.
 does: faster, but a crash of the intake process loses what it had not sent yet (at most the
 buffer bound, usually one linger's worth); those clients see ``pending`` until they retry.
 
+A repeat of a request (a double click, a retry after a lost answer) is answered from this
+process's memory of the order ids it queued (``recent``, least recently used forgotten) or joins
+the wait of its copy still in the buffer: it is not queued again. The allocator would make the
+copy one order anyway, but a copy costs it a cancelled transaction and a read.
+
 ``Intake.submit`` runs on the event loop itself (about 35 us; a thread hop per request cost
 more than it does), so acceptance order is the order requests reach it. It never sends there:
 ``TrackedIntake`` leaves a full buffer to the linger thread, which sends within ``linger / 2``.
@@ -23,6 +28,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -98,6 +104,7 @@ class Enqueuer:
         buffer_limit: int,
         timeout: float,
         ack_when_queued: bool = True,
+        recent: int = 100_000,
     ) -> None:
         self._buffer_limit = buffer_limit
         self._timeout = timeout
@@ -105,7 +112,12 @@ class Enqueuer:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Order id -> the requests waiting for it to reach the queue (on the loop only).
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # Order id -> its acceptance, while in the buffer, then once on the queue (on the loop).
+        self._unsent: dict[str, Accepted] = {}
+        self._queued: OrderedDict[str, Accepted] = OrderedDict()
+        self._recent = recent
         self.submitted = 0
+        self.repeats = 0
         self._intake = TrackedIntake(
             sqs,
             queue_url,
@@ -128,34 +140,53 @@ class Enqueuer:
     def messages_sent(self) -> int:
         return self._intake.messages_sent
 
+    def knows(self, order_id: str) -> bool:
+        """Whether ``order_id`` is in the buffer or was put on the queue by this process."""
+        return order_id in self._unsent or order_id in self._queued
+
     async def enqueue(self, request: PurchaseRequest) -> Accepted:
         """Accept ``request`` and return once it is on the queue (or, with
         ``ack_when_queued=False``, once it is in the buffer); ``Overloaded`` if the buffer is
-        full or the queue does not take it within the timeout."""
+        full or the queue does not take it within the timeout. A repeat is never queued twice.
+        """
+        order_id = request.order_id
+        if (queued := self._queued.get(order_id)) is not None:
+            self._queued.move_to_end(order_id)
+            self.repeats += 1
+            return queued
+        self._loop = asyncio.get_running_loop()
+        accepted = self._unsent.get(order_id)
+        if accepted is not None:
+            self.repeats += 1
+        else:
+            accepted = self._submit(request)
+        if self._ack_when_queued:
+            await self._until_queued(order_id)
+        return accepted
+
+    def _submit(self, request: PurchaseRequest) -> Accepted:
         if self.buffered >= self._buffer_limit:
             raise Overloaded(
                 "buffer",
                 f"{self.buffered} purchases are waiting to be queued (limit "
                 f"{self._buffer_limit}); retry with the same request_id",
             )
-        if not self._ack_when_queued:
-            self.submitted += 1
-            try:
-                return self._intake.submit(request)
-            except Exception:  # refused (e.g. more tickets than allowed): never buffered
-                self.submitted -= 1
-                raise
-        order_id = request.order_id
-        loop = self._loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.setdefault(order_id, []).append(waiter)
         self.submitted += 1
         try:
             accepted = self._intake.submit(request)
-        except Exception:
+        except Exception:  # refused (e.g. more tickets than allowed): never buffered
             self.submitted -= 1
-            self._forget(order_id, waiter)
             raise
+        self._unsent[request.order_id] = accepted
+        return accepted
+
+    async def _until_queued(self, order_id: str) -> None:
+        """Wait for ``order_id``'s batch to reach the queue. No ``await`` comes between finding
+        the request unsent and registering the waiter, and ``_wake`` runs on this loop: a send
+        cannot slip between them."""
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.setdefault(order_id, []).append(waiter)
         try:
             async with asyncio.timeout(self._timeout):
                 await waiter
@@ -167,7 +198,6 @@ class Enqueuer:
             ) from None
         finally:
             self._forget(order_id, waiter)
-        return accepted
 
     async def close(self) -> None:
         """Flush what is buffered (one last try even after failures) and stop."""
@@ -186,9 +216,12 @@ class Enqueuer:
             loop.call_soon_threadsafe(self._wake, order_ids)
 
     def _wake(self, order_ids: list[str]) -> None:
-        if not self._waiters:
-            return
         for order_id in order_ids:
+            accepted = self._unsent.pop(order_id, None)
+            if accepted is not None and self._recent:
+                self._queued[order_id] = accepted
+                if len(self._queued) > self._recent:
+                    self._queued.popitem(last=False)
             for waiter in self._waiters.pop(order_id, ()):
                 if not waiter.done():
                     waiter.set_result(None)

@@ -112,6 +112,7 @@ class Stats(_Answer):
     unknown_event: int
     invalid: int
     overloaded: dict[str, int] = Field(description="503 answers by reason")
+    repeats: int = Field(description="202 answers to a request already queued: not queued again")
     buffered: int = Field(description="accepted, not yet on the queue")
     requests_sent: int = Field(description="requests that reached the queue")
     messages_sent: int

@@ -70,6 +70,7 @@ def build_services(
             buffer_limit=settings.intake_buffer_limit,
             timeout=settings.intake_enqueue_timeout_seconds,
             ack_when_queued=settings.intake_ack == "queued",
+            recent=settings.intake_recent_orders,
         ),
         events=EventCache(
             inventory or DynamoInventory(dynamodb, settings.inventory_table),

@@ -4,6 +4,7 @@ input, sold out and unknown events answered at the edge from a cached view."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ def test_purchase__is_accepted_with_its_order_id_once_on_the_queue(
     assert h.services.enqueuer.buffered == 0
 
 
-def test_purchase__a_retry_or_double_click_gets_the_same_order_id(
+def test_purchase__a_retry_or_double_click_gets_the_same_order_id_and_is_queued_once(
     make_harness: MakeHarness,
 ) -> None:
     h = make_harness()
@@ -41,11 +42,57 @@ def test_purchase__a_retry_or_double_click_gets_the_same_order_id(
     first, again, other = h.buy(7), h.buy(7), h.buy(7, request="another-click")
 
     assert first.status_code == again.status_code == other.status_code == 202
-    assert first.json()["order_id"] == again.json()["order_id"] == order_id_of(purchase(7))
+    assert first.json() == again.json()
+    assert first.json()["order_id"] == order_id_of(purchase(7))
     assert other.json()["order_id"] != first.json()["order_id"]
-    # Both copies are queued; the allocation's conditional put makes them one order.
-    assert sorted(h.queue.order_ids) == sorted([first.json()["order_id"]] * 2
-                                               + [other.json()["order_id"]])  # fmt: skip
+    assert h.queue.order_ids == [first.json()["order_id"], other.json()["order_id"]]
+    assert h.client.get("/stats").json()["repeats"] == 1
+
+
+def test_purchase__a_repeat_while_its_copy_waits_in_the_buffer_shares_its_send(
+    make_harness: MakeHarness,
+) -> None:
+    h = make_harness()
+    h.queue.hold()  # SQS is slow: the first copy waits in the buffer
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(h.buy, 7)
+        eventually(lambda: h.services.enqueuer.buffered == 1, "the first copy buffered")
+        again = pool.submit(h.buy, 7)
+        eventually(lambda: h.services.enqueuer.repeats == 1, "the repeat to join it")
+        assert not first.done() and not again.done()  # neither is answered before the send
+        h.queue.release()
+
+    assert first.result().status_code == again.result().status_code == 202
+    assert h.queue.order_ids == [order_id_of(purchase(7))]
+
+
+def test_purchase__a_repeat_of_a_queued_request_is_202_even_after_the_sell_out(
+    make_harness: MakeHarness,
+) -> None:
+    h = make_harness(seats=1)
+    assert h.buy(1).status_code == 202
+    h.inventory.events[EVENT] = Inventory(capacity=1, sold=1)
+    h.clock.advance(120)  # the intake's view of the event expires: it reads the sell-out
+
+    assert h.buy(2).json()["status"] == "sold_out"
+    again = h.buy(1)
+
+    assert again.status_code == 202  # it is on the queue: its decision is the worker's
+    assert h.queue.order_ids == [order_id_of(purchase(1))]
+
+
+def test_purchase__a_repeat_forgotten_past_the_bound_is_queued_again_and_stays_one_order_id(
+    make_harness: MakeHarness,
+) -> None:
+    h = make_harness(intake_recent_orders=1)
+
+    answers = [h.buy(1), h.buy(2), h.buy(1)]
+
+    assert [a.status_code for a in answers] == [202] * 3
+    assert answers[0].json() == answers[2].json()
+    # Forgotten (1 remembered): queued again, and the allocation makes the copies one order.
+    assert h.queue.order_ids == [order_id_of(purchase(n)) for n in (1, 2, 1)]
 
 
 MALFORMED: list[tuple[Any, int, str]] = [

@@ -48,7 +48,8 @@ class CallCounter:
 
     def others(self) -> dict[str, dict[str, int]]:
         """What the emulators count besides their own service's calls: LocalStack's other
-        services (SES, SNS, CloudWatch) and its calls to itself (``internal``)."""
+        services (SES, SNS, CloudWatch) and its calls to itself (``internal``), and DynamoDB's
+        writes by the tables they touch (``writes``)."""
         found: dict[str, dict[str, int]] = {}
         for service, base in self.endpoints.items():
             try:
@@ -56,7 +57,7 @@ class CallCounter:
                     document = json.load(response)
             except (OSError, ValueError):
                 continue
-            for part in ("other", "internal", "streams"):
+            for part in ("other", "internal", "streams", "writes"):
                 if document.get(part):
                     found[f"{service}.{part}"] = dict(document[part])
         return found

@@ -8,9 +8,11 @@ every request alone behind one lock (moto is CPU-bound under the GIL: little is 
 
 It also makes moto's TransactWriteItems cost proportional to the transaction rather than to
 the table (see ``moto_transactions``), and counts requests per operation (the ``X-Amz-Target``
-header) so benchmarks can report exact DynamoDB call counts:
+header) so benchmarks can report exact DynamoDB call counts, writes also by the tables they
+touch (a saga's commit and a relay's lease renewal are both writes; only this tells them apart):
 
-- ``GET  /_flashsale/stats``        ``{"calls": {"TransactWriteItems": n, ...}, "streams": {...}}``
+- ``GET  /_flashsale/stats``        ``{"calls": {"TransactWriteItems": n, ...}, "streams": {...},
+  "writes": {"UpdateItem outbox-table": n, "TransactWriteItems orders-table+sagas-table": n}}``
 - ``POST /_flashsale/stats/reset``  the same document, then every counter back to zero
 - ``GET  /_flashsale/health``       ``{"status": "ok", "pid": ...}`` once moto is loaded
 
@@ -20,6 +22,7 @@ Run: ``python -m infra.local.dynamodb_server --port 4567`` (loopback only).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 DYNAMODB_TARGET_PREFIX = "DynamoDB_20120810."
 STREAMS_TARGET_PREFIX = "DynamoDBStreams_20120810."
 ADMIN_PREFIX = "/_flashsale/"
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
 # What moto needs to route a request without a real signature: service and region come from
 # the credential scope; moto does not verify signatures.
@@ -52,12 +56,17 @@ class RequestCounter:
         self._calls: Counter[str] = Counter()
         self._streams: Counter[str] = Counter()
         self._other: Counter[str] = Counter()
+        self._writes: Counter[str] = Counter()
 
     def count(self, environ: WSGIEnvironment) -> None:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        operation = target.removeprefix(DYNAMODB_TARGET_PREFIX)
+        tables = _tables_written(environ) if operation in WRITES else ""
         with self._lock:
+            if tables:
+                self._writes[f"{operation} {tables}"] += 1
             if target.startswith(DYNAMODB_TARGET_PREFIX):
-                self._calls[target.removeprefix(DYNAMODB_TARGET_PREFIX)] += 1
+                self._calls[operation] += 1
             elif target.startswith(STREAMS_TARGET_PREFIX):
                 self._streams[target.removeprefix(STREAMS_TARGET_PREFIX)] += 1
             else:
@@ -69,13 +78,31 @@ class RequestCounter:
                 "calls": dict(sorted(self._calls.items())),
                 "streams": dict(sorted(self._streams.items())),
                 "other": dict(sorted(self._other.items())),
+                "writes": dict(sorted(self._writes.items())),
                 "total": sum(self._calls.values()),
             }
             if reset:
-                self._calls.clear()
-                self._streams.clear()
-                self._other.clear()
+                for counter in (self._calls, self._streams, self._other, self._writes):
+                    counter.clear()
         return doc
+
+
+def _tables_written(environ: WSGIEnvironment) -> str:
+    """The tables a write names, joined by ``+``; the body is put back for moto to read."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return "?"
+    if not isinstance(request, dict):
+        return "?"
+    names = {str(request["TableName"])} if "TableName" in request else set()
+    names.update(str(name) for name in request.get("RequestItems") or {})
+    for entry in request.get("TransactItems") or []:
+        names.update(str(part.get("TableName")) for part in entry.values())
+    return "+".join(sorted(names)) or "?"
 
 
 def _path(environ: WSGIEnvironment) -> str:

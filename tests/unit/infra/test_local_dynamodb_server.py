@@ -55,10 +55,39 @@ def test_stats__count_operations_by_api_and_reset(app: SerializedApp) -> None:
         "calls": {"ListTables": 2},
         "streams": {"ListStreams": 1},
         "other": {},
+        "writes": {},
         "total": 2,
     }
     assert get_json(client, "/_flashsale/stats/reset", "POST") == stats
     assert get_json(client, "/_flashsale/stats")["calls"] == {}
+
+
+def test_stats__count_writes_by_the_tables_they_touch(app: SerializedApp) -> None:
+    client = Client(app)
+    for name in ("orders", "sagas"):
+        definition = {"AttributeName": "pk", "AttributeType": "S"}
+        assert call(client, "DynamoDB_20120810.CreateTable", {
+            "TableName": name, "AttributeDefinitions": [definition],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        }) == 200  # fmt: skip
+    put = {"TableName": "sagas", "Item": {"pk": {"S": "lease#0"}}}
+    both = {"TransactItems": [
+        {"Put": {"TableName": "orders", "Item": {"pk": {"S": "o1"}}}},
+        {"Update": {"TableName": "sagas", "Key": {"pk": {"S": "s1"}},
+                    "UpdateExpression": "SET n = :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+    ]}  # fmt: skip
+
+    # 200s: moto still reads the whole body after the counter has.
+    assert call(client, "DynamoDB_20120810.PutItem", put) == 200
+    assert call(client, "DynamoDB_20120810.TransactWriteItems", both) == 200
+    assert call(client, "DynamoDB_20120810.TransactWriteItems", both) == 200
+    get = {"TableName": "sagas", "Key": {"pk": {"S": "s1"}}}
+    assert call(client, "DynamoDB_20120810.GetItem", get) == 200
+
+    stats = get_json(client, "/_flashsale/stats")
+    assert stats["writes"] == {"PutItem sagas": 1, "TransactWriteItems orders+sagas": 2}
 
 
 def test_admin_routes__are_not_counted_and_unknown_ones_are_404(app: SerializedApp) -> None:

@@ -155,6 +155,8 @@ class SpikeRun:
     emulator_others: dict[str, dict[str, int]]
     roles: dict[str, str]  # process name -> path | saga | emulator | load | proxy
     notes: list[str] = field(default_factory=list)
+    # Writes that touched the outbox table alone (see ``outbox_only_writes``).
+    outbox_only_writes: int = 0
 
     # -- the requests -----------------------------------------------------------------------
 
@@ -325,6 +327,9 @@ class SpikeRun:
                 "dynamodb_writes_per_order": round(
                     sum(self.saga_calls.get(op, 0) for op in DYNAMODB_WRITES) / max(confirmed, 1), 3
                 ),
+                "dynamodb_writes_outbox_only_per_order": round(
+                    self.outbox_only_writes / max(confirmed, 1), 3
+                ),
                 "dynamodb_calls_per_order": per_unit(self.saga_calls, confirmed, "dynamodb"),
                 "sqs_calls_per_order": per_unit(self.saga_calls, confirmed, "sqs"),
                 "cpu_seconds": round(saga_cpu, 2),
@@ -438,6 +443,13 @@ def _answered(stats: Mapping[str, Any]) -> int:
         + int(stats.get("unknown_event", 0))
         + sum(int(v) for v in overloaded.values())
     )
+
+
+def outbox_only_writes(writes: dict[str, int], outbox_table: str) -> int:
+    """Writes (``"Operation table+table"``: count, the emulator's) that touched the outbox table
+    alone: the relay's and the sweeper's leases and heartbeats, and the relay's marks of what
+    it delivered. Not a purchase's or a saga step's writes: they grow with time and batches."""
+    return sum(n for key, n in writes.items() if key.partition(" ")[2] == outbox_table)
 
 
 class SpikeDriver:
@@ -575,6 +587,9 @@ class SpikeDriver:
             settled_usage = sampler.usage()
             total = emulators.read()
             self.emulator_others = emulators.others()
+            bookkeeping = outbox_only_writes(
+                self.emulator_others.get("dynamodb.writes", {}), self.settings.outbox_table
+            )
             path_total = self._path_calls()
             driver_calls = self.driver.read()
         finally:
@@ -612,6 +627,7 @@ class SpikeDriver:
             dead_lettered=dead_lettered,
             profiles=self.profiles,
             emulator_others=self.emulator_others,
+            outbox_only_writes=bookkeeping,
             roles=dict(self.roles),
             notes=self.notes,
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.http_load import LoadResult, Outcome
-from bench.spike import LogTail, Phase, SpikeRun, SpikeSpec
+from bench.spike import LogTail, Phase, SpikeRun, SpikeSpec, outbox_only_writes
 
 LINE = (
     "[2026-11-23 16:57:19,068: WARNING/ForkPoolWorker-2] 2026-11-23 16:57:19 [info     ] "
@@ -109,3 +109,17 @@ def test_figures__a_charge_for_an_order_not_confirmed_here_is_a_duplicate() -> N
     figures = _run([_order("o1", "confirmed", 1, 101.0)], load, charges).figures()
 
     assert figures["duplicate_charges"] == 1
+
+
+def test_outbox_only_writes__are_those_that_touch_the_outbox_table_alone() -> None:
+    writes = {
+        "PutItem outbox": 92,  # heartbeats
+        "UpdateItem outbox": 90,  # lease renewals
+        "TransactWriteItems outbox": 85,  # marks of delivered records
+        "TransactWriteItems inventory+orders+outbox+sagas": 277,  # purchases
+        "TransactWriteItems idempotency+orders+sagas": 5906,  # saga commits
+        "UpdateItem idempotency": 5906,
+    }
+
+    assert outbox_only_writes(writes, "outbox") == 92 + 90 + 85
+    assert outbox_only_writes(writes, "outbox-of-another-stack") == 0

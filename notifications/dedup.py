@@ -250,8 +250,10 @@ class DeliveryRecords:
         record = from_item(old or {})
         if record.get(STATUS) == RecordStatus.SETTLED:
             return Settled(key, _outcomes(record))
+        lease_until = float(record.get(LEASE_UNTIL) or 0)
         raise DeliveryInProgress(
-            f"{key} is being sent by another worker until {record.get(LEASE_UNTIL)}"
+            f"{key} is being sent by another worker until {lease_until}",
+            retry_after=max(0.0, lease_until - self._clock()),
         )
 
     def _get(self, key: str) -> dict[str, Any] | None:

@@ -26,7 +26,12 @@ class RateLimited(ChannelUnavailable):
 
 
 class DeliveryInProgress(TransientNotificationError):
-    """Another worker holds an unexpired claim on this delivery; it will finish or expire."""
+    """Another worker holds an unexpired claim on this delivery; it will finish or expire,
+    ``retry_after`` seconds from now at the latest."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ClaimLost(TransientNotificationError):

@@ -12,6 +12,7 @@ from saga.definition import SagaDefinition, Step, StepKind, TaskRef
 from saga.exceptions import (
     ConcurrentTransition,
     InvalidDefinition,
+    RetryAfter,
     SagaError,
     SagaNotFound,
     StepFailed,
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidDefinition",
     "Orchestrator",
     "Planner",
+    "RetryAfter",
     "RetryPolicy",
     "SagaDefinition",
     "SagaError",

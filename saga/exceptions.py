@@ -32,3 +32,15 @@ class StepFailed(SagaError):
         super().__init__(reason)
         self.reason = reason
         self.certain = certain  # False: the action may have had an effect; compensate it too
+
+
+class RetryAfter(SagaError):
+    """Not now, and not before ``seconds``: something the step waits on is held elsewhere for a
+    known time (another worker's lease, say). The saga re-sends its command delayed by at least
+    that, instead of letting the queue redeliver it at once, which would spend the message's
+    receives on a wait and dead-letter it."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+        self.reason = reason

@@ -44,7 +44,7 @@ from flashsale.drills import CrashDrill
 from flashsale.dynamo import write_alone
 from outbox import OutboxRecord, TransactionConflict, UnitOfWork
 from saga.definition import SagaDefinition
-from saga.exceptions import ConcurrentTransition, SagaNotFound, StepFailed
+from saga.exceptions import ConcurrentTransition, RetryAfter, SagaNotFound, StepFailed
 from saga.state import SagaState, SagaStatus
 from saga.steps import StepHandler, StepRegistry, StepResult, Write
 from saga.store import SagaStore
@@ -202,6 +202,12 @@ class Orchestrator:
                 "saga.step_failed", saga_id=state.saga_id, reason=exc.reason, **_fields(command)
             )
             return self.planner.failed(state, exc.reason, certain=exc.certain), Staged()
+        except RetryAfter as exc:
+            log.info(
+                "saga.step_waits", saga_id=state.saga_id, seconds=exc.seconds, reason=exc.reason,
+                **_fields(command),
+            )  # fmt: skip
+            return self.planner.transient(state, exc.reason, at_least=exc.seconds), Staged()
         except transient as exc:
             if not command.compensate and not self.definition.before_point_of_no_return(state.step):
                 raise  # a retriable step: the queue redelivers, then dead-letters

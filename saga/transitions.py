@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from outbox.records import MAX_DELAY_SECONDS
 from saga.definition import SagaDefinition, StepKind, TaskRef
 from saga.state import QUARANTINE_DEADLINE, SagaState, SagaStatus
 
@@ -135,15 +136,15 @@ class Planner:
         self._compensate_or_finish(transition, first if first is not None else below)
         return transition
 
-    def transient(self, state: SagaState, error: str) -> Transition:
-        """The current command failed in a way worth retrying."""
+    def transient(self, state: SagaState, error: str, *, at_least: float = 0) -> Transition:
+        """The current command failed in a way worth retrying (not before ``at_least`` s)."""
         transition = self._next(state)
         new = transition.state
         self._unquarantine(new)
         step = self.definition.steps[new.step]
         if new.attempt < self.policy.attempts:
             new.note(step.name, "retrying", error)
-            delay = self.policy.delay(new.attempt)
+            delay = max(self.policy.delay(new.attempt), min(math.ceil(at_least), MAX_DELAY_SECONDS))
             if new.compensating:
                 self._compensate(transition, new.step, new.attempt + 1, delay)
             else:

@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from notifications import (
+    DeliveryInProgress,
     Notification,
     NotificationKind,
     Notifier,
     TransientNotificationError,
     notifier_from_settings,
 )
-from saga import Command, SagaNotFound, SagaState, StepResult
+from saga import Command, RetryAfter, SagaNotFound, SagaState, StepResult
 from tasks.app import app
 from tasks.purchase_saga import STEPS, orchestrator
 
@@ -47,8 +48,14 @@ def notification(state: SagaState, kind: NotificationKind) -> Notification:
 
 def confirm_buyer(notifier: Notifier, state: SagaState) -> StepResult:
     """Send the confirmation; its mark goes with the result, to commit with the transition (a
-    mark refused there because another worker took the claim over raises ``ClaimLost``)."""
-    outcome = notifier.deliver(notification(state, NotificationKind.CONFIRMATION))
+    mark refused there because another worker took the claim over raises ``ClaimLost``). A
+    claim another worker still holds is ``RetryAfter`` its lease."""
+    try:
+        outcome = notifier.deliver(notification(state, NotificationKind.CONFIRMATION))
+    except DeliveryInProgress as exc:
+        # Another worker's claim (often one that died after sending) holds for up to a lease,
+        # longer than the queue's redeliveries last: wait it out as a delayed command.
+        raise RetryAfter(exc.retry_after + 1, str(exc)) from exc
     mark = outcome.mark
     return StepResult(
         data={"confirmation": [d.status.value for d in outcome.deliveries]},

@@ -412,7 +412,12 @@ def test_notification_failing__the_purchase_stands_and_the_message_is_dead_lette
         )["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"])
 
-    wait_until(lambda: dead_lettered() >= 1, 120, "the confirmation in the notifications DLQ")
+    # An earlier drill may have left a command there (a task whose process was killed on every
+    # receive ends in the DLQ): this test's confirmation is the one more.
+    earlier = dead_lettered()
+    wait_until(
+        lambda: dead_lettered() >= earlier + 1, 120, "the confirmation in the notifications DLQ"
+    )
     state = sagas.get(order_id)
     assert state is not None and state.status is SagaStatus.RUNNING
     assert state.data["ticket_code"] and sale.orders(event_id)[0]["fulfilment"] == "ticketed"
@@ -432,6 +437,7 @@ def test_notification_failing__the_purchase_stands_and_the_message_is_dead_lette
         processed=len(emails),
         dead_lettered=dead_lettered(),
         dead_lettered_before_redrive=1,
+        left_by_earlier_tests=earlier,
     )
     assert emails == [f"Your 1 ticket for {event_id}"]
 
@@ -583,10 +589,11 @@ def test_relay_killed_again_and_again_during_a_contested_sale__no_lost_order_no_
     scenario: Scenario,
 ) -> None:
     """The relay carries every saga command. Here it SIGKILLs itself after sending a round
-    and before marking it (so those commands go out twice), and is SIGKILLed from outside at
-    a quarter, half and three quarters of the sale's sagas; a supervisor (this test) restarts
-    it each time under the same owner. No order may be lost (every saga ends), no card charged
-    twice, and every ticket paid for."""
+    and before marking it (so those commands go out twice), and is SIGKILLed from outside after
+    each of the sale's first three waves of buyers is decided, as that wave's first commands
+    are being relayed (the sagas run ahead, so later commands rarely need the relay); a
+    supervisor (this test) restarts it each time under the same owner. No order may be lost
+    (every saga ends), no card charged twice, and every ticket paid for."""
     before = provider.summary()
     fleet.stop("relay")
     points = ["after_send", "before_mark"]
@@ -602,28 +609,29 @@ def test_relay_killed_again_and_again_during_a_contested_sale__no_lost_order_no_
         return process
 
     current = start_relay()
-    capacity, count = 40, 100
+    capacity, count, waves = 40, 100, 4
     event_id = sale.new_event(capacity)
-    sale.fire(buyers(event_id, 0, count))
-    sale.decided(event_id, count, timeout=90)
-    held = [o["order_id"] for o in sale.orders(event_id) if o["status"] == OrderStatus.CONFIRMED]
-    outside_kills: list[float] = []
-
-    def settled_while_killing() -> bool:
-        nonlocal current
-        states = sagas.get_many(held)
-        final = sum(s.status.final for s in states.values())
-        if current.alive() and len(outside_kills) < 3 and final >= held_share(len(outside_kills)):
+    outside_kills: list[int] = []
+    per_wave = count // waves
+    for wave in range(waves):
+        sale.fire(buyers(event_id, wave * per_wave, per_wave))
+        sale.decided(event_id, (wave + 1) * per_wave, timeout=90)
+        if wave < waves - 1:  # killed while this wave's commands are on their way
+            if not current.alive():  # the drill got there first
+                current = start_relay()
             fleet.kill(current.name, signal.SIGKILL)
-            outside_kills.append(final / len(held))
+            outside_kills.append(wave)
+            current = start_relay()
+    held = [o["order_id"] for o in sale.orders(event_id) if o["status"] == OrderStatus.CONFIRMED]
+
+    def settled_while_restarting() -> bool:
+        nonlocal current
         if not current.alive():
             current = start_relay()
-        return final == len(held)
+        states = sagas.get_many(held)
+        return sum(s.status.final for s in states.values()) == len(held)
 
-    def held_share(kills: int) -> float:
-        return len(held) * (kills + 1) / 4
-
-    wait_until(settled_while_killing, 400, "every saga final through the relay's deaths")
+    wait_until(settled_while_restarting, 400, "every saga final through the relay's deaths")
     fleet.stop(current.name)
     fleet.start_relay("relay")  # the module's relay, for the tests after this one
     drills = sum(p.log.read_text().count('"relay.crash_drill"') for p in relays)
@@ -655,7 +663,7 @@ def test_relay_killed_again_and_again_during_a_contested_sale__no_lost_order_no_
     captured = {c["key"] for c in charges if c["status"] == "succeeded" and not c["refund_id"]}
     ledger = sale.ledger(event_id, orders)
 
-    assert drills > 0 and len(outside_kills) == 3, "the relay was not killed: proves nothing"
+    assert drills > 0, "the drill never fired: the relay was not killed mid-round"
     assert len(orders) == len({o["order_id"] for o in orders}) == count
     assert all(s.status.final for s in states.values()) and len(states) == len(held)
     assert len(charges) == len({c["key"] for c in charges})  # one charge per order at most

@@ -92,8 +92,9 @@ def test_claim__while_another_worker_holds_the_lease__is_in_progress(aws: Aws) -
     store = records(aws)
     claimed(store)
     aws.clock.advance(59)
-    with pytest.raises(DeliveryInProgress, match="being sent by another worker"):
+    with pytest.raises(DeliveryInProgress, match="being sent by another worker") as busy:
         store.claim("o-1", CONFIRMATION)
+    assert busy.value.retry_after == pytest.approx(1.0)  # the lease's last second
 
 
 def test_claim__stale_after_the_lease__is_taken_over_and_the_old_owner_cannot_mark(

@@ -189,3 +189,30 @@ def test_confirmation__claim_taken_over_before_the_commit__is_transient(
     record = confirmation_record(tables, order)
     assert record["status"] == "sending" and record["attempts"] == 2  # the other worker's
     assert "outcome_email" not in record
+
+
+def test_confirmation__a_claim_held_by_a_dead_worker_is_waited_out_as_a_delayed_command(
+    tables: Tables, driver: Driver, mail: Mail, clock: Clock, sell: Sell
+) -> None:
+    (order,) = sell(capacity=1, buyers=1)
+    # A worker claimed the confirmation and died (after sending, maybe): its lease holds.
+    mail.notifier.records.claim(order, NotificationKind.CONFIRMATION)
+    (charge,) = driver.pending()
+    driver.deliver(charge)  # runs ahead to the confirmation, which must wait
+    (confirm,) = driver.pending()
+
+    assert driver.deliver(confirm) == "retrying"  # not raised: no receive spent on a wait
+    (again,) = driver.pending()
+    assert again["task"] == "tasks.notify.confirmation"
+    assert int(again["delay_seconds"]) >= 61  # the lease (60 s) and a second
+    assert driver.status(order) is SagaStatus.RUNNING and mail.provider_calls() == (0, 0)
+
+    clock.now += 61
+    assert driver.deliver(again) == "completed"
+    assert mail.provider_calls() == (1, 0)  # taken over and sent once
+    assert_marked_sent_email_only(tables, order)
+
+
+def assert_marked_sent_email_only(tables: Tables, order_id: str) -> None:
+    record = confirmation_record(tables, order_id)
+    assert record["status"] == "settled" and record["outcome_email"]["status"] == "sent", record

@@ -191,3 +191,13 @@ def test_retry_policy__is_capped() -> None:
 
     assert policy.delay(30, rng=lambda: 1.0) == 60
     assert policy.delay(1, rng=lambda: 0.0) == 1
+
+
+def test_transient__waits_at_least_what_the_step_asked_for(planner: Planner) -> None:
+    state = started(planner)
+
+    transition = planner.transient(state, "held elsewhere", at_least=60.2)
+
+    (emit,) = transition.emits
+    assert emit.delay_seconds == 61 and transition.outcome == "retrying"
+    assert transition.state.deadline == 1_000 + 61 + 30  # the wait, then the step's timeout

@@ -164,7 +164,7 @@ def test_sqs_5xx_and_timeouts__on_receive_and_delete_the_worker_survives_and_sel
 
 @pytest.mark.scenario(
     "SQS throttling into a running worker",
-    injected="RequestThrottled on 30% of SQS calls, 2 deletes",
+    injected="RequestThrottled on 30% of SQS calls, 2 deletes, 2 receives",
     unit="requests",
 )
 def test_sqs_throttling__on_every_call_the_worker_survives_and_sells_exactly(
@@ -175,6 +175,9 @@ def test_sqs_throttling__on_every_call_the_worker_survives_and_sells_exactly(
             # kombu's boto3 client (botocore's legacy retry mode) does not retry a 400
             # RequestThrottled: the delete fails, the message is rejected and redelivered.
             FaultRule("throttle", operation=DELETE, max_count=2),
+            # A sale takes only a handful of receives (ten messages each): two are throttled
+            # for certain, whatever the rate below draws.
+            FaultRule("throttle", operation=RECEIVE, max_count=2),
             FaultRule("throttle", operation="AmazonSQS.*", rate=0.3),
         ]
     )

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pulumi
+from botocore.exceptions import ClientError
 from pulumi.runtime import rpc
 
 from infra.local.environment import ACCOUNT_ID
@@ -81,6 +82,14 @@ def _attribute(value: Any) -> str:
     return str(value)
 
 
+def _unless_missing(exc: ClientError, *codes: str) -> None:
+    """Re-raise ``exc`` unless its error code says the resource does not exist. By code, not by
+    ``client.exceptions`` class: resources register on several threads, and a fresh client's
+    exception classes can be built twice, once per thread, so a class check can miss."""
+    if exc.response.get("Error", {}).get("Code") not in codes:
+        raise exc
+
+
 class EmulatorMocks(pulumi.runtime.Mocks):
     """Creates resources with boto3 clients pointed at the emulators; records IAM."""
 
@@ -129,7 +138,8 @@ class EmulatorMocks(pulumi.runtime.Mocks):
         attributes = {QUEUE_ATTRIBUTES[k]: _attribute(v) for k, v in inputs.items() if k != "name"}
         try:
             url = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
-        except self._sqs.exceptions.QueueDoesNotExist:
+        except ClientError as exc:
+            _unless_missing(exc, "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
             url = self._sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         else:  # an update: FifoQueue is fixed at creation, everything else can be set again
             attributes.pop("FifoQueue", None)
@@ -160,7 +170,8 @@ class EmulatorMocks(pulumi.runtime.Mocks):
         wanted = _table_request(inputs)
         try:
             table = self._dynamodb.describe_table(TableName=name)["Table"]
-        except self._dynamodb.exceptions.ResourceNotFoundException:
+        except ClientError as exc:
+            _unless_missing(exc, "ResourceNotFoundException")
             table = self._dynamodb.create_table(TableName=name, **wanted)["TableDescription"]
         else:
             _check_same_schema(name, table, wanted)

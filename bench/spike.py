@@ -155,8 +155,7 @@ class SpikeRun:
     emulator_others: dict[str, dict[str, int]]
     roles: dict[str, str]  # process name -> path | saga | emulator | load | proxy
     notes: list[str] = field(default_factory=list)
-    # Writes that touched the outbox table alone (see ``outbox_only_writes``).
-    outbox_only_writes: int = 0
+    outbox_table: str = ""  # to tell the relay's own writes apart (``outbox_only_writes``)
 
     # -- the requests -----------------------------------------------------------------------
 
@@ -328,7 +327,11 @@ class SpikeRun:
                     sum(self.saga_calls.get(op, 0) for op in DYNAMODB_WRITES) / max(confirmed, 1), 3
                 ),
                 "dynamodb_writes_outbox_only_per_order": round(
-                    self.outbox_only_writes / max(confirmed, 1), 3
+                    outbox_only_writes(
+                        self.emulator_others.get("dynamodb.writes", {}), self.outbox_table
+                    )
+                    / max(confirmed, 1),
+                    3,
                 ),
                 "dynamodb_calls_per_order": per_unit(self.saga_calls, confirmed, "dynamodb"),
                 "sqs_calls_per_order": per_unit(self.saga_calls, confirmed, "sqs"),
@@ -587,9 +590,6 @@ class SpikeDriver:
             settled_usage = sampler.usage()
             total = emulators.read()
             self.emulator_others = emulators.others()
-            bookkeeping = outbox_only_writes(
-                self.emulator_others.get("dynamodb.writes", {}), self.settings.outbox_table
-            )
             path_total = self._path_calls()
             driver_calls = self.driver.read()
         finally:
@@ -627,7 +627,7 @@ class SpikeDriver:
             dead_lettered=dead_lettered,
             profiles=self.profiles,
             emulator_others=self.emulator_others,
-            outbox_only_writes=bookkeeping,
+            outbox_table=self.settings.outbox_table,
             roles=dict(self.roles),
             notes=self.notes,
         )

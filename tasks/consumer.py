@@ -12,8 +12,9 @@ the worker's event loop ("Unrecoverable error", the process exits): a throttled 
 type (``tolerate_malformed_envelopes``). Both were found with ``infra.local.faults`` and the
 fuzzed raw messages of ``tests/integration``.
 
-And on a warm shutdown it hands back at once what it holds but will not run
-(``DeadLetteringConsumer.on_close``), instead of leaving it invisible to every other worker.
+And on a warm shutdown it hands back what it holds but will not run as soon as its last receive
+has answered (``DeadLetteringConsumer.on_close``), instead of leaving it invisible to every other
+worker.
 """
 
 from __future__ import annotations
@@ -355,16 +356,23 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         super().stop()
 
     def on_close(self) -> None:
-        """On shutdown, release at once every message this worker holds and will not run.
+        """On shutdown, release every message this worker holds and will not run, as soon as
+        its last receive has answered.
 
         Celery's warm shutdown lets running tasks finish and drops the prefetched ones from
         its books; kombu gives those back only when the channel closes, after the running
         tasks end (up to their time limit), and then with a visibility of ``wait_time_seconds``
         (20 s on AWS), while a receive still open brings messages nobody handles (invisible
-        for the full visibility timeout). Here, first: the consumer is cancelled (no new
-        receive), the prefetched messages that no pool process has taken are made visible at
-        once, and the last receive is awaited (at most its long poll) so that what it brings
-        is released too (``release_orphaned_receives``). Running tasks finish as before.
+        for the full visibility timeout). Here: the consumer is cancelled (no new receive),
+        the acks of tasks that already ended are sent, the last receive is awaited (at most
+        its long poll; what it brings is released, ``release_orphaned_receives``), and then
+        the prefetched messages no pool process has taken are made visible. Running tasks
+        finish as before.
+
+        The order matters: released while this worker's own receive is still open, a message
+        comes straight back to it, and every receive counts toward the queue's
+        ``maxReceiveCount`` (seen: two purchase messages handed back by two stopping workers
+        this way reached the DLQ without ever running).
 
         On a FIFO queue, a message whose group has a task still running here is held back
         until that task ends (``shutdown``): released now, another worker could run it before
@@ -383,16 +391,18 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
                 self.task_consumer.cancel()
             except Exception as exc:  # a lost connection: nothing more to receive anyway
                 log.warning("consumer.cancel_failed", error=repr(exc))
+        self._settle_ended_tasks()
         keep = {
             request.message.delivery_tag
             for request in list(worker_state.reserved_requests)
             if _may_run(request)
         }
         super().on_close()
+        waited = self._await_last_receive(channel)
+        self._settle_ended_tasks()  # tasks that ended while the receive was awaited
         released = deferred = 0
         if channel is not None:
             released, deferred = self._release_held(channel, keep, defer_running_groups=True)
-        waited = self._await_last_receive(channel)
         log.info(
             "consumer.released_on_shutdown",
             released=released,
@@ -407,9 +417,28 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         task did not finish, at once (kombu's own restore would hide it ``wait_time_seconds``)."""
         channel = self._held_channel
         if self._stopping and channel is not None:
+            self._settle_ended_tasks()
             released, _ = self._release_held(channel, set(), defer_running_groups=False)
             log.info("consumer.released_after_running_tasks", released=released)
         super().shutdown()
+
+    def _settle_ended_tasks(self) -> None:
+        """Ack (or reject) now the messages of tasks that have already ended.
+
+        Celery acks an ended task's message on the event loop's next turn (``call_soon``), and
+        the task leaves the worker's books at once: a shutdown in between found its message
+        held, not acked, and released it, and another worker ran the task again (seen: a batch
+        decided twice, once per worker). The hub runs these callbacks only when it closes,
+        after the release; here they run before it, as ``Hub.close`` runs them.
+        """
+        if self.hub is None:
+            self.perform_pending_operations()
+            return
+        for callback in self.hub._pop_ready():
+            try:
+                callback()
+            except Exception as exc:
+                log.warning("consumer.pending_callback_failed", error=repr(exc))
 
     @staticmethod
     def _release_held(

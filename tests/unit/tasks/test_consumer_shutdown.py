@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from celery.worker import state as worker_state
+from kombu.asynchronous import Hub
 from kombu.transport.SQS import Channel
 
 import tasks.consumer as consumer
@@ -138,6 +139,32 @@ def test_release_held__holds_back_fifo_messages_behind_a_running_task_of_their_g
     second = DeadLetteringConsumer._release_held(channel, set(), defer_running_groups=False)
     assert second == (2, 0)
     assert [e["ReceiptHandle"] for e in sqs.calls[-1]["Entries"]] == ["handle-a2", "handle-x1"]
+
+
+def test_a_task_that_ended_is_acked_before_the_release_not_handed_to_another_worker(
+    sqs: FakeSqs,
+) -> None:
+    """Celery acks an ended task on the event loop's next turn; a shutdown in between must
+    not release its message (another worker would run the task again)."""
+    qos = FakeQos({"ended": sqs_message("ended"), "waiting": sqs_message("waiting")})
+    hub = Hub()
+    hub.call_soon(qos.ack, "ended")  # what Request.acknowledge queued
+
+    def broken() -> None:
+        raise RuntimeError("a callback that fails")
+
+    hub.call_soon(broken)
+    instance = DeadLetteringConsumer.__new__(DeadLetteringConsumer)
+    instance.hub = hub
+
+    instance._settle_ended_tasks()  # the failing callback is logged, the rest still run
+    released = DeadLetteringConsumer._release_held(
+        SimpleNamespace(qos=qos), keep=set(), defer_running_groups=True
+    )
+
+    assert released == (1, 0)
+    assert released_handles(sqs) == {QUEUE: ["handle-waiting"]}
+    assert not hub._ready
 
 
 class Job:

@@ -9,11 +9,18 @@ import pytest
 
 
 def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, *, interval: float = 0.2
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.2,
+    explain: Callable[[], str] | None = None,
 ) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds, with
+    what ``explain`` says of the state at that moment (where the missing work went)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+            detail = f" ({explain()})" if explain is not None else ""
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
         time.sleep(interval)

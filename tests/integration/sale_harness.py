@@ -57,8 +57,26 @@ class Sale:
             found[:] = self.orders(event_id)
             return len(found) >= expected
 
-        wait_until(enough, timeout, f"{expected} decided orders of {event_id}")
+        wait_until(
+            enough,
+            timeout,
+            f"{expected} decided orders of {event_id}",
+            explain=lambda: f"{len(found)} found; {self.purchase_queues()}",
+        )
         return found
+
+    def purchase_queues(self) -> str:
+        """The purchase queue's and its DLQ's counts: where undecided requests can be."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        counts = []
+        for label, url in [
+            ("queue", self.settings.purchases_queue_url),
+            ("dlq", self.settings.dlq_url(QueueRole.PURCHASES)),
+        ]:
+            attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
+            visible, in_flight = (int(attributes["Attributes"][name]) for name in names)
+            counts.append(f"{label}: {visible} visible, {in_flight} in flight")
+        return "; ".join(counts)
 
     def ledger(self, event_id: str, orders: list[dict[str, Any]]) -> Ledger:
         inventory = get_inventory(self.clients["dynamodb"], self.settings.inventory_table, event_id)

@@ -7,7 +7,7 @@ parked), and how many duplicate deliveries or requests the system absorbed. ``lo
 reported by the test but derived (sent - processed - dead-lettered), so a row cannot claim
 "nothing lost" while its own counts disagree. The row's result is the test's own pytest
 outcome (``conftest.pytest_runtest_makereport``), never a second judgement; the table is
-printed once, at the end of the session, and written as JSON.
+printed once, at the end of the session, and written as JSON and as the README's Markdown.
 """
 
 from __future__ import annotations
@@ -123,38 +123,57 @@ def _observed(values: dict[str, Any]) -> str:
     return "; ".join(show(key, value) for key, value in values.items())
 
 
+COLUMNS = [
+    ("scenario", "left"),
+    ("injected", "left"),
+    ("unit", "left"),
+    ("sent", "right"),
+    ("processed", "right"),
+    ("dead-lettered", "right"),
+    ("lost", "right"),
+    ("duplicated", "right"),
+    ("time (s)", "right"),
+    ("result", "left"),
+    ("observed", "left"),
+]
+
+
+def _cells(row: Scenario, slow_mark: str) -> list[str]:
+    """One row's cells, in ``COLUMNS`` order, for the terminal and the Markdown table."""
+    return [
+        row.name + (slow_mark if row.slow else ""),
+        row.injected,
+        row.unit,
+        _count(row.sent),
+        _count(row.processed),
+        _count(row.dead_lettered),
+        _count(row.lost),
+        _count(row.duplicated),
+        "-" if row.seconds is None else f"{row.seconds:.1f}",
+        {"passed": "pass", "failed": "FAIL"}.get(row.outcome, row.outcome),
+        _observed(row.observed),
+    ]
+
+
 def render(scenarios: Iterable[Scenario], title: str) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAVY, show_lines=False, title_justify="left")
-    for header, justify in [
-        ("scenario", "left"),
-        ("injected", "left"),
-        ("unit", "left"),
-        ("sent", "right"),
-        ("processed", "right"),
-        ("dead-lettered", "right"),
-        ("lost", "right"),
-        ("duplicated", "right"),
-        ("time (s)", "right"),
-        ("result", "left"),
-        ("observed", "left"),
-    ]:
+    for header, justify in COLUMNS:
         table.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in scenarios:
-        result = {"passed": "pass", "failed": "FAIL"}.get(row.outcome, row.outcome)
-        table.add_row(
-            row.name + (" (slow)" if row.slow else ""),
-            row.injected,
-            row.unit,
-            _count(row.sent),
-            _count(row.processed),
-            _count(row.dead_lettered),
-            _count(row.lost),
-            _count(row.duplicated),
-            "-" if row.seconds is None else f"{row.seconds:.1f}",
-            result,
-            _observed(row.observed),
-        )
+        table.add_row(*_cells(row, " (slow)"))
     return table
+
+
+def markdown(scenarios: Iterable[Scenario]) -> str:
+    """The same table in Markdown, as the README shows it."""
+    lines = [
+        "| " + " | ".join(header for header, _ in COLUMNS) + " |",
+        "|" + "|".join("--:" if justify == "right" else "---" for _, justify in COLUMNS) + "|",
+    ]
+    for row in scenarios:
+        cells = [cell.replace("|", "\\|") for cell in _cells(row, " *(slow)*")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def report(config: pytest.Config, write: Any) -> None:
@@ -183,6 +202,7 @@ def report(config: pytest.Config, write: Any) -> None:
         }
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         Path(target).write_text(json.dumps(document, indent=2, default=str) + "\n")
+        Path(target).with_suffix(".md").write_text(f"{title}\n\n{markdown(found)}")
 
 
 # --- counting from the workers' own logs -------------------------------------------------------

@@ -7,13 +7,24 @@ redelivers it with backoff and finally dead-letters it, and the purchase stands 
 delivery record's mark is an effect record of the step (``StepResult.effect_records``): it
 commits in the saga's transaction, so a confirmed order usually costs two writes after the
 seat (the claim, and the transaction that runs ahead from the charge to the confirmation).
-The cancellation notice writes its own mark (``Notifier.send``).
+The cancellation notice writes its own mark (``Notifier.send``); a claim another worker still
+holds (one that died after sending, say) is waited out by sending the notice's message again,
+delayed past the claim's lease (``defer_cancellation``), since the queue's own redeliveries
+(1, 2, 4 s) would dead-letter it long before the lease ends.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
+import structlog
+
+from flashsale import aws
+from flashsale.names import QueueRole
+from flashsale.settings import get_settings
+from flashsale.task_messages import task_message_body
 from notifications import (
     DeliveryInProgress,
     Notification,
@@ -22,9 +33,14 @@ from notifications import (
     TransientNotificationError,
     notifier_from_settings,
 )
+from outbox.records import MAX_DELAY_SECONDS
 from saga import Command, RetryAfter, SagaNotFound, SagaState, StepResult
 from tasks.app import app
 from tasks.purchase_saga import STEPS, orchestrator
+
+log = structlog.get_logger(__name__)
+
+CANCELLATION_TASK = "tasks.notify.cancellation"
 
 
 def notification(state: SagaState, kind: NotificationKind) -> Notification:
@@ -73,12 +89,40 @@ def confirmation(event: dict[str, Any]) -> str:
     return orchestrator().handle(event)
 
 
-@app.task(name="tasks.notify.cancellation", acks_late=True)
+def notify_cancellation(notifier: Notifier, state: SagaState, defer: Callable[[int], None]) -> str:
+    """Send the cancellation notice; a claim another worker still holds is waited out by
+    ``defer``-ring the notice by the rest of its lease (plus a second), not by failing."""
+    try:
+        deliveries = notifier.send(notification(state, NotificationKind.CANCELLATION))
+    except DeliveryInProgress as exc:
+        delay = min(MAX_DELAY_SECONDS, math.ceil(exc.retry_after) + 1)
+        defer(delay)
+        log.info("notify.cancellation_deferred", order_id=state.saga_id, delay_s=delay)
+        return "deferred"
+    return ",".join(d.status.value for d in deliveries)
+
+
+def defer_cancellation(event: dict[str, Any], delay_seconds: int) -> None:
+    """Send the cancellation's message again, visible in ``delay_seconds`` (SQS
+    ``DelaySeconds``, on the standard notifications-low queue); the message being handled is
+    then acked. A crash in between leaves two messages, and the delivery record sends once."""
+    role = QueueRole.NOTIFICATIONS_LOW
+    aws.client("sqs").send_message(
+        QueueUrl=get_settings().queue_url(role),
+        MessageBody=task_message_body(
+            CANCELLATION_TASK, {"event": event}, routing_key=role.celery_queue
+        ),
+        DelaySeconds=delay_seconds,
+    )
+
+
+@app.task(name=CANCELLATION_TASK, acks_late=True)
 def cancellation(event: dict[str, Any]) -> str:
     """Tell the buyer their purchase was undone; sent by the saga when it is compensated."""
     command = Command.model_validate(event["payload"])
     state = orchestrator().store.get(command.saga_id)
     if state is None:
         raise SagaNotFound(command.saga_id)
-    deliveries = notifier_from_settings().send(notification(state, NotificationKind.CANCELLATION))
-    return ",".join(d.status.value for d in deliveries)
+    return notify_cancellation(
+        notifier_from_settings(), state, lambda delay: defer_cancellation(event, delay)
+    )

@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,8 @@ from flashsale.settings import Settings
 from infra.local.fleet import AppProcess, Fleet, provider_url
 from infra.local.ports import free_port
 from infra.local.sent_messages import sent_emails, sent_sms
+from notifications import NotificationKind
+from notifications.dedup import Claim, DeliveryRecords
 from payments.control import ProviderControl
 from payments.provider import declines
 from saga import SagaState, SagaStatus, SagaStore
@@ -41,6 +44,9 @@ SAGA_QUEUES = [
     QueueRole.TICKETS.celery_queue,
 ]
 NOTIFY_QUEUES = [QueueRole.NOTIFICATIONS.celery_queue, QueueRole.NOTIFICATIONS_LOW.celery_queue]
+# The lease of a claim whose worker died: long enough that the queue's own redeliveries (1, 2,
+# 4 s after each failed receive) would have dead-lettered the notice, short for a test.
+DEAD_CLAIM_LEASE = 12.0
 
 
 @pytest.fixture(scope="module")
@@ -440,6 +446,59 @@ def test_notification_failing__the_purchase_stands_and_the_message_is_dead_lette
         left_by_earlier_tests=earlier,
     )
     assert emails == [f"Your 1 ticket for {event_id}"]
+
+
+def declining_buyer(event_id: str) -> dict[str, Any]:
+    """A buyer whose card the provider declines (a function of the order id)."""
+    return next(
+        request
+        for request in buyers(event_id, 0, 200)
+        if declines(PurchaseRequest.model_validate(request).order_id, DECLINE_RATE)
+    )
+
+
+@pytest.mark.scenario(
+    "cancellation notice waits out a dead worker's claim",
+    injected=f"its claim held by a worker that died before sending ({DEAD_CLAIM_LEASE:.0f} s)",
+    unit="notices",
+)
+def test_cancellation_claimed_by_a_dead_worker__is_deferred_past_the_lease_then_sent_once(
+    fleet: Fleet, sale: Sale, settings: Settings, scenario: Scenario
+) -> None:
+    """A worker claimed the buyer's cancellation notice and died before sending it. The
+    notice's own delivery finds the claim leased: instead of spending its three receives in
+    seconds (1, 2, 4 s) and landing in the DLQ, it is sent again with SQS ``DelaySeconds``
+    past the lease, and then sent exactly once."""
+    event_id = sale.new_event(1)
+    buyer = declining_buyer(event_id)
+    order_id = PurchaseRequest.model_validate(buyer).order_id
+    dead_worker = DeliveryRecords(
+        boto3.client("dynamodb"), settings.idempotency_table, lease_seconds=DEAD_CLAIM_LEASE
+    )
+    claimed = time.monotonic()
+    assert isinstance(dead_worker.claim(order_id, NotificationKind.CANCELLATION), Claim)
+    sale.fire([buyer])
+    sale.decided(event_id, 1, timeout=60)
+    notify_log = fleet.processes["notify"].log
+
+    def deferred() -> bool:
+        return any(
+            "notify.cancellation_deferred" in line and f"order_id={order_id}" in line
+            for line in notify_log.read_text(errors="replace").splitlines()
+        )
+
+    wait_until(deferred, 60, "the notice deferred behind the dead worker's claim")
+    deferred_after = time.monotonic() - claimed
+    wait_until(
+        lambda: len(sent_emails(to=buyer["email"])) >= 1, 60 + DEAD_CLAIM_LEASE, "the notice"
+    )
+    sent_after = time.monotonic() - claimed
+    emails = sent_emails(to=buyer["email"])
+    scenario.record(
+        sent=1, processed=len(emails), deferred_after_s=deferred_after, sent_after_s=sent_after
+    )
+    assert deferred_after < DEAD_CLAIM_LEASE < sent_after  # waited for the lease, not the DLQ
+    assert [m["Subject"] for m in emails] == [f"Your order for {event_id} was cancelled"]
 
 
 def record_sagas(

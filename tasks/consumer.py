@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import structlog
@@ -240,6 +241,9 @@ _SQS_BATCH = 10
 # After its last receive was sent, how much longer than the long poll a stopping worker waits
 # for the answer, to hand back what it brings.
 RECEIVE_DRAIN_MARGIN_SECONDS = 2.0
+# How long a stopping worker waits for pool processes to confirm the jobs already written to
+# them (a child confirms within milliseconds of reading its job).
+ACCEPT_WAIT_SECONDS = 2.0
 
 
 def release_now(queue_url: str, receipt_handles: list[str]) -> int:
@@ -307,8 +311,7 @@ def _may_run(request: Any) -> bool:
     """
     if request in worker_state.active_requests:
         return True
-    reference = getattr(request, "_apply_result", None)
-    job = reference() if reference is not None else None
+    job = _pool_job(request)
     if job is None:  # never handed to the pool (rate limit bucket), or gone from it
         return False
     return bool(
@@ -316,6 +319,25 @@ def _may_run(request: Any) -> bool:
         or getattr(job, "_write_to", None) is not None
         or getattr(job, "_scheduled_for", None) is not None
     )
+
+
+def _unconfirmed_jobs() -> int:
+    """How many reserved requests' jobs a pool process was handed (or is being handed) and
+    has not yet confirmed: ``pool.flush`` would discard such a job while the process runs it."""
+    jobs = (_pool_job(request) for request in list(worker_state.reserved_requests))
+    return sum(
+        1
+        for job in jobs
+        if job is not None
+        and not getattr(job, "_accepted", True)
+        and getattr(job, "_write_to", None) is not None
+    )
+
+
+def _pool_job(request: Any) -> Any:
+    """The prefork pool's job for a request, or ``None`` (never handed to the pool, or gone)."""
+    reference = getattr(request, "_apply_result", None)
+    return reference() if reference is not None else None
 
 
 def _fifo_group(message: Any) -> tuple[str | None, str | None]:
@@ -367,7 +389,10 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
         the acks of tasks that already ended are sent, the last receive is awaited (at most
         its long poll; what it brings is released, ``release_orphaned_receives``), and then
         the prefetched messages no pool process has taken are made visible. Running tasks
-        finish as before.
+        finish as before. Before Celery drops its books (``pool.flush``), a job already written
+        to a pool process is awaited until that process confirms it: flushed unconfirmed, the
+        process still ran it but its result was discarded, its message went back to the queue
+        and the task ran a second time (seen: one backpressure run in ten redelivered a batch).
 
         The order matters: released while this worker's own receive is still open, a message
         comes straight back to it, and every receive counts toward the queue's
@@ -392,6 +417,8 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
             except Exception as exc:  # a lost connection: nothing more to receive anyway
                 log.warning("consumer.cancel_failed", error=repr(exc))
         self._settle_ended_tasks()
+        unconfirmed = _unconfirmed_jobs()
+        confirmed_in = self._run_loop_while(lambda: _unconfirmed_jobs() > 0, ACCEPT_WAIT_SECONDS)
         keep = {
             request.message.delivery_tag
             for request in list(worker_state.reserved_requests)
@@ -408,6 +435,8 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
             released=released,
             deferred_behind_running_tasks=deferred,
             kept_for_running_tasks=len(keep),
+            awaited_pool_confirmations=unconfirmed,
+            waited_for_pool_s=round(confirmed_in, 3),
             waited_for_receive_s=round(waited, 2),
             took_s=round(time.monotonic() - started, 2),
         )
@@ -478,22 +507,28 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     def _await_last_receive(self, channel: Any) -> float:
         """Run the event loop until the receives still open have answered (at most one long
         poll plus a margin); their messages are released as they arrive. Seconds waited."""
-        hub = self.hub
-        client = getattr(hub, "_current_http_client", None) if hub is not None else None
+        client = getattr(self.hub, "_current_http_client", None) if self.hub is not None else None
         if client is None:
             return 0.0
-        wait = float(getattr(channel, "wait_time_seconds", 0) or 0)
-        started = time.monotonic()
-        deadline = started + wait + RECEIVE_DRAIN_MARGIN_SECONDS
 
         def busy() -> bool:
             return bool(client._pending) or len(client._free_list) < len(client._curls)
 
-        while busy() and time.monotonic() < deadline:
+        wait = float(getattr(channel, "wait_time_seconds", 0) or 0)
+        return self._run_loop_while(busy, wait + RECEIVE_DRAIN_MARGIN_SECONDS)
+
+    def _run_loop_while(self, condition: Callable[[], bool], seconds: float) -> float:
+        """Turn the event loop while ``condition()`` holds, for at most ``seconds``; a failing
+        turn ends the wait (the shutdown goes on with what it has). Seconds waited."""
+        if self.hub is None:
+            return 0.0
+        started = time.monotonic()
+        deadline = started + seconds
+        while condition() and time.monotonic() < deadline:
             try:
-                hub.run_once()
+                self.hub.run_once()
             except Exception as exc:
-                log.warning("consumer.receive_drain_failed", error=repr(exc))
+                log.warning("consumer.shutdown_loop_failed", error=repr(exc))
                 break
         return time.monotonic() - started
 

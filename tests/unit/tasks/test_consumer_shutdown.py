@@ -175,10 +175,12 @@ class Job:
 
 
 class Request:
-    """Celery's request as far as the shutdown looks: a weak reference to its pool job."""
+    """Celery's request as far as the shutdown looks: its message, a weak reference to its
+    pool job."""
 
     def __init__(self, job: Job | None) -> None:
         self._apply_result = weakref.ref(job) if job is not None else None
+        self.message = SimpleNamespace(delivery_tag=id(self))
 
 
 def request_for(job: Job | None) -> Request:
@@ -198,6 +200,105 @@ def test_may_run__only_a_request_no_pool_process_took_is_surely_dropped() -> Non
         assert consumer._may_run(active) is True
     finally:
         worker_state.active_requests.discard(active)
+
+
+class ConfirmingHub:
+    """An event loop whose every turn lets the pool confirm one written job, as a child's
+    ack read from its pipe does; ``fail`` makes a turn raise instead."""
+
+    def __init__(self, jobs: list[Job], fail: bool = False) -> None:
+        self.jobs, self.fail, self.turns = jobs, fail, 0
+
+    def run_once(self) -> None:
+        self.turns += 1
+        if self.fail:
+            raise OSError("the loop broke")
+        for job in self.jobs:
+            if job._write_to is not None and not job._accepted:
+                job._accepted = True
+                return
+
+    def _pop_ready(self) -> list[Any]:
+        return []  # no pending acks here
+
+
+def awaiting() -> bool:
+    return consumer._unconfirmed_jobs() > 0
+
+
+@pytest.fixture
+def reserved() -> Any:
+    added: list[Request] = []
+
+    def reserve(job: Job | None) -> Request:
+        request = request_for(job)
+        worker_state.reserved_requests.add(request)
+        added.append(request)
+        return request
+
+    yield reserve
+    for request in added:
+        worker_state.reserved_requests.discard(request)
+
+
+def test_a_stopping_worker__waits_until_every_written_job_is_confirmed_by_its_process(
+    reserved: Any,
+) -> None:
+    """``pool.flush`` discards unconfirmed jobs; a process that had read one ran it anyway,
+    its result was dropped and its message redelivered: the task ran twice."""
+    written = [Job(write_to=object()), Job(write_to=object())]
+    queued, running = Job(), Job(accepted=True, write_to=object())
+    for job in (*written, queued, running):
+        reserved(job)
+    reserved(None)  # never handed to the pool
+    instance = DeadLetteringConsumer.__new__(DeadLetteringConsumer)
+    instance.hub = ConfirmingHub(written)
+
+    assert consumer._unconfirmed_jobs() == 2
+    instance._run_loop_while(awaiting, 5.0)
+
+    assert instance.hub.turns == 2
+    assert all(job._accepted for job in written)
+    assert queued._accepted is False  # a job no process has: flushed, released, not awaited
+    assert consumer._unconfirmed_jobs() == 0
+
+
+def test_on_close__celery_flushes_its_pool_only_after_the_written_jobs_were_confirmed(
+    reserved: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = Job(write_to=object())
+    reserved(written)
+    unconfirmed_at_flush: list[int] = []
+    monkeypatch.setattr(
+        consumer.Consumer, "on_close", lambda self: unconfirmed_at_flush.append(awaiting())
+    )
+    instance = DeadLetteringConsumer.__new__(DeadLetteringConsumer)
+    instance.hub = ConfirmingHub([written])
+    instance._stopping, instance.task_consumer = True, None
+
+    instance.on_close()
+
+    assert unconfirmed_at_flush == [False]
+    assert written._accepted
+
+
+def test_a_stopping_worker__waits_for_confirmation_a_bounded_time_and_not_past_a_broken_loop(
+    reserved: Any,
+) -> None:
+    stuck = Job(write_to=object())
+    reserved(stuck)
+    instance = DeadLetteringConsumer.__new__(DeadLetteringConsumer)
+    instance.hub = ConfirmingHub([])  # the process never confirms
+
+    waited = instance._run_loop_while(awaiting, 0.05)
+    assert 0.05 <= waited < 1.0
+    assert instance.hub.turns > 1
+
+    instance.hub = ConfirmingHub([stuck], fail=True)
+    instance._run_loop_while(awaiting, 5.0)
+    assert instance.hub.turns == 1
+    instance.hub = None
+    assert instance._run_loop_while(awaiting, 5.0) == 0.0
 
 
 def test_orphaned_receive__is_released_instead_of_failing_on_the_missing_consumer(

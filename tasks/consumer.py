@@ -507,7 +507,7 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     def _await_last_receive(self, channel: Any) -> float:
         """Run the event loop until the receives still open have answered (at most one long
         poll plus a margin); their messages are released as they arrive. Seconds waited."""
-        client = getattr(self.hub, "_current_http_client", None) if self.hub is not None else None
+        client = getattr(self.hub, "_current_http_client", None)
         if client is None:
             return 0.0
 

@@ -20,6 +20,7 @@ from infra.local.fleet import Fleet
 from tasks.intake import Intake
 from tasks.inventory import create_event, event_orders, get_inventory
 from tasks.loadgen import fire
+from tasks.operator import queue_depth
 
 PURCHASES = QueueRole.PURCHASES.celery_queue
 
@@ -67,27 +68,20 @@ class Sale:
 
     def purchase_queues(self) -> str:
         """The purchase queue's and its DLQ's counts: where undecided requests can be."""
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        counts = []
-        for label, url in [
-            ("queue", self.settings.purchases_queue_url),
-            ("dlq", self.settings.dlq_url(QueueRole.PURCHASES)),
-        ]:
-            attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
-            visible, in_flight = (int(attributes["Attributes"][name]) for name in names)
-            counts.append(f"{label}: {visible} visible, {in_flight} in flight")
-        return "; ".join(counts)
+        depths = {
+            "queue": queue_depth(self.sqs, self.settings.purchases_queue_url),
+            "dlq": queue_depth(self.sqs, self.settings.dlq_url(QueueRole.PURCHASES)),
+        }
+        return "; ".join(
+            f"{label}: {d.visible} visible, {d.in_flight} in flight" for label, d in depths.items()
+        )
 
     def ledger(self, event_id: str, orders: list[dict[str, Any]]) -> Ledger:
         inventory = get_inventory(self.clients["dynamodb"], self.settings.inventory_table, event_id)
         return read_ledger(inventory or {}, orders)
 
     def queue_drained(self) -> bool:
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=self.settings.purchases_queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return sum(int(v) for v in attributes.values()) == 0
+        return queue_depth(self.sqs, self.settings.purchases_queue_url).total == 0
 
 
 @contextmanager
